@@ -1,0 +1,61 @@
+# backupconsole: `make run` starts the console, `make test` runs the whole suite.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+# The test suite runs against real services (CI has them; `.ci/services` starts them if needed).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/backupconsole
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/1
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL)
+
+.PHONY: run test lint schema check-schema services install lock bench clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		{ echo "backupconsole needs Python 3.11 (found $$($(PYTHON) --version))"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## make run: set up and start the all-in-one console on http://127.0.0.1:8000
+run: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py runconsole
+
+## make test: set up and run lint, migration check, OpenAPI diff and the whole pytest suite
+test: $(STAMP) services
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(TEST_ENV) $(BIN)/python manage.py spectacular --validate --fail-on-warn --file /tmp/backupconsole-openapi.yaml
+	diff -u docs/openapi.yaml /tmp/backupconsole-openapi.yaml || \
+		{ echo "docs/openapi.yaml is stale: run 'make schema' and commit it"; exit 1; }
+	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS)
+
+services:
+	bash .ci/services
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy inventory jobs storage backupconsole
+
+## make schema: regenerate the committed OpenAPI document
+schema: $(STAMP)
+	$(BIN)/python manage.py spectacular --validate --fail-on-warn --file docs/openapi.yaml
+
+## make lock: re-resolve dependencies from pyproject.toml into requirements.lock
+lock:
+	rm -rf /tmp/backupconsole-lock && $(PYTHON) -m venv /tmp/backupconsole-lock
+	/tmp/backupconsole-lock/bin/pip install --quiet --upgrade pip
+	/tmp/backupconsole-lock/bin/pip install --quiet ".[dev]"
+	/tmp/backupconsole-lock/bin/pip freeze --exclude-editable | grep -v '^backupconsole' > requirements.lock
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from backupconsole.api.viewsets import ReadOnlyViewSet, ServiceModelViewSet
+from inventory import services
+from inventory.api.serializers import (
+    ConnectionSerializer,
+    ConnectionTestSerializer,
+    InventoryObjectSerializer,
+    ProxySerializer,
+    TagSerializer,
+    VirtualDiskSerializer,
+    VirtualMachineSerializer,
+)
+from inventory.filtersets import (
+    ConnectionFilterSet,
+    InventoryObjectFilterSet,
+    ProxyFilterSet,
+    TagFilterSet,
+    VirtualDiskFilterSet,
+    VirtualMachineFilterSet,
+)
+from inventory.models import Connection, InventoryObject, Proxy, Tag, VirtualDisk, VirtualMachine
+
+
+class ConnectionViewSet(ServiceModelViewSet):
+    queryset = Connection.objects.all()
+    serializer_class = ConnectionSerializer
+    filterset_class = ConnectionFilterSet
+    ordering_fields = ["name", "kind", "address", "last_tested_at"]
+    extra_actions = {"test": "change"}
+
+    def service_create(self, data: dict[str, Any]) -> Connection:
+        skip_test = data.pop("skip_test", False)
+        secret = data.pop("secret", "")
+        return services.create_connection(
+            data=data, secret=secret, acting_user=self.request.user, test=not skip_test
+        )
+
+    def service_update(self, instance: Connection, data: dict[str, Any]) -> Connection:
+        skip_test = data.pop("skip_test", False)
+        secret = data.pop("secret", None)
+        return services.update_connection(
+            instance, data=data, secret=secret, acting_user=self.request.user, test=not skip_test
+        )
+
+    def service_delete(self, instance: Connection) -> None:
+        services.delete_connection(instance, acting_user=self.request.user)
+
+    @extend_schema(request=None, responses=ConnectionTestSerializer)
+    @action(detail=True, methods=["post"])
+    def test(self, request: Request, pk: str | None = None) -> Response:
+        """Check that the endpoint answers and presents the expected certificate."""
+        result = services.test_connection(self.get_object(), acting_user=request.user)
+        return Response(ConnectionTestSerializer(result).data)
+
+
+class InventoryObjectViewSet(ReadOnlyViewSet):
+    queryset = InventoryObject.objects.select_related("connection")
+    serializer_class = InventoryObjectSerializer
+    filterset_class = InventoryObjectFilterSet
+    ordering_fields = ["name", "kind"]
+
+
+class VirtualMachineViewSet(ReadOnlyViewSet):
+    queryset = VirtualMachine.objects.with_latest_restore_point().prefetch_related(
+        "tags", "disks", "protecting_policies"
+    )
+    serializer_class = VirtualMachineSerializer
+    filterset_class = VirtualMachineFilterSet
+    ordering_fields = ["name", "power_state", "last_seen_at"]
+
+
+class VirtualDiskViewSet(ReadOnlyViewSet):
+    queryset = VirtualDisk.objects.all()
+    serializer_class = VirtualDiskSerializer
+    filterset_class = VirtualDiskFilterSet
+    ordering_fields = ["device_key", "capacity_bytes"]
+
+
+class TagViewSet(ReadOnlyViewSet):
+    queryset = Tag.objects.all()
+    serializer_class = TagSerializer
+    filterset_class = TagFilterSet
+    ordering_fields = ["name"]
+
+
+class ProxyViewSet(ServiceModelViewSet):
+    queryset = Proxy.objects.prefetch_related("connections")
+    serializer_class = ProxySerializer
+    filterset_class = ProxyFilterSet
+    ordering_fields = ["name", "last_heartbeat"]
+
+    def service_create(self, data: dict[str, Any]) -> Proxy:
+        connections = data.pop("connections", None)
+        return services.create_proxy(
+            data=data, connections=connections, acting_user=self.request.user
+        )
+
+    def service_update(self, instance: Proxy, data: dict[str, Any]) -> Proxy:
+        connections = data.pop("connections", None)
+        return services.update_proxy(
+            instance, data=data, connections=connections, acting_user=self.request.user
+        )
+
+    def service_delete(self, instance: Proxy) -> None:
+        services.delete_proxy(instance, acting_user=self.request.user)

@@ -1,0 +1,209 @@
+"""Domain actions on connections and proxies. Views, the API, commands and tasks call these."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from backupconsole import audit
+from backupconsole.errors import ActionRefused
+from inventory.choices import DEFAULT_PORTS, TLS_KINDS, ConnectionKind
+from inventory.models import Connection, Proxy
+from inventory.probe import ProbeResult, normalize_fingerprint, probe
+
+CONNECTION_FIELDS = ("name", "kind", "address", "port", "username", "verify_tls", "tls_fingerprint")
+
+
+def probe_connection(connection: Connection) -> ProbeResult:
+    return probe(
+        connection.kind,
+        connection.address,
+        connection.port or DEFAULT_PORTS[ConnectionKind(connection.kind)],
+        verify_tls=connection.verify_tls,
+        pinned_fingerprint=connection.tls_fingerprint,
+        timeout=settings.CONNECTION_TEST_TIMEOUT_SECONDS,
+    )
+
+
+def _apply(connection: Connection, data: dict[str, Any], secret: str | None) -> None:
+    for name in CONNECTION_FIELDS:
+        if name in data:
+            setattr(connection, name, data[name])
+    if connection.tls_fingerprint:
+        connection.tls_fingerprint = normalize_fingerprint(connection.tls_fingerprint)
+        if ConnectionKind(connection.kind) not in TLS_KINDS:
+            raise ActionRefused(
+                "This kind of connection does not use TLS; leave the fingerprint empty.",
+                field="tls_fingerprint",
+            )
+    if secret is not None:
+        connection.set_secret(secret)
+
+
+def _check_reachable(connection: Connection) -> ProbeResult:
+    result = probe_connection(connection)
+    if not result.ok:
+        raise ActionRefused(f"Connection test failed: {result.message}", field="address")
+    return result
+
+
+def _record_test(connection: Connection, result: ProbeResult) -> None:
+    connection.last_tested_at = timezone.now()
+    connection.last_test_ok = result.ok
+    connection.last_test_message = result.message[:500]
+
+
+def create_connection(
+    *, data: dict[str, Any], secret: str, acting_user: Any, test: bool = True
+) -> Connection:
+    """Create a connection; with ``test``, only once the endpoint answered (nothing saved half)."""
+    connection = Connection()
+    _apply(connection, data, secret)
+    if not connection.port:
+        connection.port = DEFAULT_PORTS[ConnectionKind(connection.kind)]
+    if test:
+        _record_test(connection, _check_reachable(connection))
+    with transaction.atomic():
+        connection.save()
+        audit.record(
+            "inventory.connection.create",
+            connection,
+            acting_user=acting_user,
+            after=audit.snapshot(connection),
+        )
+    return connection
+
+
+def update_connection(
+    connection: Connection,
+    *,
+    data: dict[str, Any],
+    secret: str | None,
+    acting_user: Any,
+    test: bool = True,
+) -> Connection:
+    before = audit.snapshot(connection)
+    _apply(connection, data, secret)
+    endpoint_changed = any(
+        before.get(name) != getattr(connection, name)
+        for name in ("kind", "address", "port", "verify_tls", "tls_fingerprint")
+    )
+    if test and (endpoint_changed or secret is not None):
+        _record_test(connection, _check_reachable(connection))
+    with transaction.atomic():
+        connection.save()
+        audit.record(
+            "inventory.connection.update",
+            connection,
+            acting_user=acting_user,
+            before=before,
+            after=audit.snapshot(connection),
+        )
+    return connection
+
+
+def delete_connection(connection: Connection, *, acting_user: Any) -> None:
+    from storage.models import RestorePoint
+
+    if RestorePoint.objects.filter(vm__connection=connection).exists():
+        raise ActionRefused(
+            "Virtual machines of this connection have restore points. Delete or move those "
+            "restore points first; removing the connection would orphan them."
+        )
+    with transaction.atomic():
+        audit.record(
+            "inventory.connection.delete",
+            connection,
+            acting_user=acting_user,
+            before=audit.snapshot(connection),
+        )
+        connection.delete()
+
+
+def test_connection(connection: Connection, *, acting_user: Any) -> ProbeResult:
+    """Probe a saved connection and remember the outcome (shown in the console)."""
+    result = probe_connection(connection)
+    with transaction.atomic():
+        _record_test(connection, result)
+        connection.save(update_fields=["last_tested_at", "last_test_ok", "last_test_message"])
+        audit.record(
+            "inventory.connection.test",
+            connection,
+            acting_user=acting_user,
+            after=dataclasses.asdict(result),
+        )
+    return result
+
+
+PROXY_FIELDS = ("name", "queue", "task_slots", "transports", "enabled")
+
+
+def create_proxy(
+    *, data: dict[str, Any], connections: list[Connection] | None, acting_user: Any
+) -> Proxy:
+    with transaction.atomic():
+        proxy = Proxy.objects.create(**{k: v for k, v in data.items() if k in PROXY_FIELDS})
+        if connections is not None:
+            proxy.connections.set(connections)
+        audit.record(
+            "inventory.proxy.create", proxy, acting_user=acting_user, after=audit.snapshot(proxy)
+        )
+    return proxy
+
+
+def update_proxy(
+    proxy: Proxy,
+    *,
+    data: dict[str, Any],
+    connections: list[Connection] | None,
+    acting_user: Any,
+) -> Proxy:
+    with transaction.atomic():
+        before = audit.snapshot(proxy)
+        for name in PROXY_FIELDS:
+            if name in data:
+                setattr(proxy, name, data[name])
+        proxy.save()
+        if connections is not None:
+            proxy.connections.set(connections)
+        audit.record(
+            "inventory.proxy.update",
+            proxy,
+            acting_user=acting_user,
+            before=before,
+            after=audit.snapshot(proxy),
+        )
+    return proxy
+
+
+def delete_proxy(proxy: Proxy, *, acting_user: Any) -> None:
+    with transaction.atomic():
+        audit.record(
+            "inventory.proxy.delete", proxy, acting_user=acting_user, before=audit.snapshot(proxy)
+        )
+        proxy.delete()
+
+
+def record_heartbeat(*, name: str, queue: str, hostname: str, version: str) -> Proxy:
+    """Called by each worker periodically; registers a proxy the first time it is heard from."""
+    with transaction.atomic():
+        proxy, created = Proxy.objects.select_for_update().get_or_create(
+            name=name, defaults={"queue": queue, "hostname": hostname, "version": version}
+        )
+        proxy.hostname, proxy.version, proxy.last_heartbeat = hostname, version, timezone.now()
+        proxy.save(update_fields=["hostname", "version", "last_heartbeat"])
+        if created:
+            audit.record(
+                "inventory.proxy.register", proxy, acting_user=None, after=audit.snapshot(proxy)
+            )
+    return proxy
+
+
+def live_proxies() -> list[Proxy]:
+    cutoff = timezone.now() - timedelta(seconds=3 * settings.PROXY_HEARTBEAT_SECONDS)
+    return list(Proxy.objects.filter(enabled=True, last_heartbeat__gte=cutoff))

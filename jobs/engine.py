@@ -1,0 +1,127 @@
+"""The run engine: turns a queued run into its task tree and drives it to a result.
+
+Each state change is written first and then published, so a client that reloads sees exactly
+what the live view showed. Backing up a VM is the connector's work (inventory.adapters); a VM
+whose hypervisor kind has no connector yet fails with that reason rather than being skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+from django.utils import timezone
+
+from inventory.adapters import get_connector
+from inventory.models import Proxy, VirtualMachine
+from jobs.choices import LogLevel, RunResult, RunState, TaskKind, TaskState
+from jobs.models import JobRun, RunLog, RunTask
+from jobs.progress import publish_run
+from jobs.selection import resolve_selection
+from jobs.services import refresh_members
+
+logger = logging.getLogger(__name__)
+
+
+def log(run: JobRun, message: str, *, level: int = LogLevel.INFO, task: RunTask | None = None):
+    RunLog.objects.create(run=run, task=task, level=level, message=message)
+    logger.log(level, "run %s: %s", run.pk, message)
+
+
+def _set_state(run: JobRun, state: str, **fields: object) -> None:
+    run.state = state
+    for name, value in fields.items():
+        setattr(run, name, value)
+    run.save()
+    transaction.on_commit(lambda: publish_run(run.pk))
+
+
+def _finish(run: JobRun, result: str, reason: str) -> None:
+    log(run, reason, level=LogLevel.INFO if result == RunResult.SUCCEEDED else LogLevel.WARNING)
+    _set_state(run, RunState.FINISHED, result=result, reason=reason, finished_at=timezone.now())
+
+
+def _cancelled(run: JobRun) -> bool:
+    run.refresh_from_db(fields=["cancel_requested"])
+    return run.cancel_requested
+
+
+def _build_tree(run: JobRun, vms: list[VirtualMachine]) -> list[RunTask]:
+    vm_tasks = []
+    for position, vm in enumerate(vms):
+        vm_task = RunTask.objects.create(
+            run=run, kind=TaskKind.VM, name=vm.name, vm=vm, position=position
+        )
+        vm_tasks.append(vm_task)
+        for disk_position, disk in enumerate(vm.disks.all()):
+            RunTask.objects.create(
+                run=run,
+                parent=vm_task,
+                kind=TaskKind.DISK,
+                name=disk.label or disk.device_key,
+                vm=vm,
+                disk=disk,
+                position=disk_position,
+                state=TaskState.SKIPPED if disk.excluded else TaskState.PENDING,
+                message=disk.excluded_reason,
+                bytes_total=0 if disk.excluded else disk.capacity_bytes,
+            )
+    return vm_tasks
+
+
+def _back_up_vm(run: JobRun, task: RunTask) -> None:
+    vm = task.vm
+    assert vm is not None
+    task.state, task.started_at = TaskState.RUNNING, timezone.now()
+    task.save(update_fields=["state", "started_at"])
+    connector = get_connector(vm.connection.kind)
+    if connector is None:
+        reason = f"No connector for {vm.connection.get_kind_display()} is available yet."
+        task.state, task.message, task.finished_at = TaskState.FAILED, reason, timezone.now()
+        task.save(update_fields=["state", "message", "finished_at"])
+        task.children.filter(state=TaskState.PENDING).update(state=TaskState.CANCELLED)
+        log(run, f"{vm.name}: {reason}", level=LogLevel.ERROR, task=task)
+        return
+    connector.back_up(run=run, task=task)
+
+
+def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
+    with transaction.atomic():
+        run = JobRun.objects.select_for_update().get(pk=run_pk)
+        if run.state != RunState.QUEUED:
+            # Cancelled while queued, or delivered twice: nothing to do.
+            return
+        _set_state(run, RunState.STARTING, started_at=timezone.now(), proxy=proxy)
+        log(run, f"Started on proxy {proxy.name}." if proxy else "Started.")
+    policy = run.policy
+    if policy is None:
+        with transaction.atomic():
+            _finish(run, RunResult.FAILED, "The run's policy was deleted before it started.")
+        return
+    with transaction.atomic():
+        refresh_members(policy)
+        vms = list(resolve_selection(policy).select_related("connection"))
+        if not vms:
+            _finish(run, RunResult.WARNING, "No virtual machine matched the policy's selection.")
+            return
+        tasks = _build_tree(run, vms)
+        log(run, f"{len(vms)} virtual machine(s) selected.")
+        _set_state(run, RunState.WORKING)
+    for task in tasks:
+        with transaction.atomic():
+            if _cancelled(run):
+                RunTask.objects.filter(run=run, state=TaskState.PENDING).update(
+                    state=TaskState.CANCELLED
+                )
+                _finish(run, RunResult.CANCELLED, "Cancelled by a user.")
+                return
+            _back_up_vm(run, task)
+            transaction.on_commit(lambda: publish_run(run.pk))
+    failed = sum(1 for t in tasks if RunTask.objects.get(pk=t.pk).state == TaskState.FAILED)
+    with transaction.atomic():
+        if failed == len(tasks):
+            _finish(run, RunResult.FAILED, f"All {failed} virtual machine(s) failed.")
+        elif failed:
+            _finish(run, RunResult.WARNING, f"{failed} of {len(tasks)} virtual machine(s) failed.")
+        else:
+            _finish(run, RunResult.SUCCEEDED, f"{len(tasks)} virtual machine(s) backed up.")

@@ -1,0 +1,98 @@
+from rest_framework import serializers
+
+from storage.models import Repository, RestorePoint, RestorePointDisk
+
+
+class RepositorySerializer(serializers.ModelSerializer):
+    secret = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="S3 secret key; stored encrypted and never returned.",
+    )
+    has_secret = serializers.SerializerMethodField()
+    compression_level = serializers.IntegerField(min_value=1, max_value=19, required=False)
+
+    class Meta:
+        model = Repository
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "location",
+            "s3_endpoint",
+            "s3_region",
+            "s3_prefix",
+            "s3_access_key",
+            "secret",
+            "has_secret",
+            "encryption_enabled",
+            "key_fingerprint",
+            "compression_level",
+            "immutability_days",
+            "capacity_bytes",
+            "used_bytes",
+            "usage_updated_at",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "key_fingerprint",
+            "used_bytes",
+            "usage_updated_at",
+            "created_at",
+            "updated_at",
+        ]
+
+    def get_has_secret(self, obj: Repository) -> bool:
+        return bool(obj.secret)
+
+
+class RestorePointDiskSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = RestorePointDisk
+        fields = [
+            "id",
+            "restore_point",
+            "disk",
+            "device_key",
+            "label",
+            "capacity_bytes",
+            "index_path",
+            "read_bytes",
+            "stored_bytes",
+            "change_token",
+            "full_read_reason",
+            "checksum",
+            "corrupt_ranges",
+        ]
+
+
+class RestorePointSerializer(serializers.ModelSerializer):
+    disks = RestorePointDiskSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = RestorePoint
+        fields = [
+            "id",
+            "vm",
+            "repository",
+            "run",
+            "created_at",
+            "state",
+            "consistency",
+            "protected",
+            "logical_bytes",
+            "read_bytes",
+            "stored_bytes",
+            "new_unique_bytes",
+            "manifest_path",
+            "verified_at",
+            "disks",
+        ]
+
+
+class ProtectSerializer(serializers.Serializer):
+    protected = serializers.BooleanField()

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+from django.db import models
+
+from backupconsole.crypto import decrypt_secret, encrypt_secret
+from backupconsole.permissions import RestrictedQuerySet
+from storage.choices import Consistency, RepositoryKind, RestorePointState
+
+_SECRET_PURPOSE = "storage.Repository.secret"  # noqa: S105 - an AAD label, not a secret
+
+
+class Repository(models.Model):
+    """Where restore points live: a directory or an S3 bucket holding the chunk store."""
+
+    name = models.CharField(max_length=100, unique=True)
+    kind = models.CharField(max_length=16, choices=RepositoryKind.choices)
+    location = models.CharField(
+        max_length=1024, help_text="Absolute directory path, or the bucket name for S3."
+    )
+    s3_endpoint = models.URLField(blank=True, help_text="S3 endpoint URL; empty for AWS.")
+    s3_region = models.CharField(max_length=64, blank=True)
+    s3_prefix = models.CharField(max_length=255, blank=True)
+    s3_access_key = models.CharField(max_length=255, blank=True)
+    # AES-256-GCM ciphertext of the S3 secret key; never serialized, logged or audited.
+    secret = models.TextField(blank=True, editable=False)
+    encryption_enabled = models.BooleanField(default=True)
+    key_fingerprint = models.CharField(max_length=95, blank=True)
+    compression_level = models.PositiveSmallIntegerField(default=3)
+    immutability_days = models.PositiveIntegerField(
+        default=0, help_text="Restore points cannot be deleted for this many days (0: off)."
+    )
+    capacity_bytes = models.BigIntegerField(null=True, blank=True)
+    used_bytes = models.BigIntegerField(default=0)
+    usage_updated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name_plural = "repositories"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_secret(self, plaintext: str) -> None:
+        self.secret = encrypt_secret(plaintext, _SECRET_PURPOSE)
+
+    def get_secret(self) -> str:
+        return decrypt_secret(self.secret, _SECRET_PURPOSE)
+
+
+class RestorePoint(models.Model):
+    """A logically full copy of one VM at one time; its manifest lives in the repository."""
+
+    vm = models.ForeignKey(
+        "inventory.VirtualMachine", on_delete=models.PROTECT, related_name="restore_points"
+    )
+    repository = models.ForeignKey(
+        Repository, on_delete=models.PROTECT, related_name="restore_points"
+    )
+    run = models.ForeignKey(
+        "jobs.JobRun",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="restore_points",
+    )
+    created_at = models.DateTimeField(db_index=True, help_text="When the snapshot was taken.")
+    state = models.CharField(
+        max_length=16, choices=RestorePointState.choices, default=RestorePointState.COMMITTING
+    )
+    consistency = models.CharField(
+        max_length=16, choices=Consistency.choices, default=Consistency.CRASH
+    )
+    protected = models.BooleanField(default=False, help_text="Protected points are never pruned.")
+    logical_bytes = models.BigIntegerField(default=0, help_text="Size of the disks it restores.")
+    read_bytes = models.BigIntegerField(default=0, help_text="Bytes read from the source.")
+    stored_bytes = models.BigIntegerField(default=0, help_text="Bytes written, after dedup.")
+    new_unique_bytes = models.BigIntegerField(default=0, help_text="Chunks no other point has.")
+    manifest_path = models.CharField(max_length=1024, blank=True)
+    verified_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["vm", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.vm} @ {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class RestorePointDisk(models.Model):
+    restore_point = models.ForeignKey(RestorePoint, on_delete=models.CASCADE, related_name="disks")
+    disk = models.ForeignKey(
+        "inventory.VirtualDisk", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    device_key = models.CharField(max_length=64)
+    label = models.CharField(max_length=255, blank=True)
+    capacity_bytes = models.BigIntegerField()
+    index_path = models.CharField(max_length=1024, blank=True)
+    read_bytes = models.BigIntegerField(default=0)
+    stored_bytes = models.BigIntegerField(default=0)
+    change_token = models.CharField(
+        max_length=255, blank=True, help_text="Change-tracking token (changeId, checkpoint)."
+    )
+    full_read_reason = models.CharField(
+        max_length=500, blank=True, help_text="Why the disk was read in full, if it was."
+    )
+    checksum = models.CharField(max_length=128, blank=True)
+    corrupt_ranges = models.JSONField(default=list, blank=True)
+
+    objects = RestrictedQuerySet.as_manager()
+    restrict_through = "restore_point"
+
+    class Meta:
+        ordering = ["restore_point_id", "device_key"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["restore_point", "device_key"], name="restorepointdisk_unique_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.restore_point} {self.label or self.device_key}"

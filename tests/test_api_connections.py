@@ -1,0 +1,173 @@
+import time
+
+import pytest
+
+from backupconsole.models import AuditEvent
+from inventory.models import Connection
+from inventory.probe import format_fingerprint
+from tests.endpoints import closed_port, self_signed, silent_server, ssh_like_server, tls_server
+
+URL = "/api/inventory/connections/"
+
+
+def _body(**overrides):
+    return {
+        "name": "esxi-01",
+        "kind": "esxi",
+        "address": "127.0.0.1",
+        "username": "root",
+        "secret": "Sup3r-secret!",
+        **overrides,
+    }
+
+
+@pytest.fixture
+def certificate(tmp_path):
+    return self_signed(tmp_path)
+
+
+def test_pinned_certificate_is_accepted_and_the_secret_never_comes_back(api, certificate):
+    cert, key, der = certificate
+    with tls_server(cert, key) as port:
+        response = api.post(
+            URL, _body(port=port, tls_fingerprint=format_fingerprint(der).lower()), format="json"
+        )
+    assert response.status_code == 201, response.data
+    assert "secret" not in response.data and response.data["has_secret"] is True
+    assert response.data["last_test_ok"] is True
+    assert response.data["tls_fingerprint"] == format_fingerprint(der)
+    conn = Connection.objects.get()
+    assert conn.get_secret() == "Sup3r-secret!"
+    listed = api.get(URL).content.decode()
+    assert "Sup3r-secret!" not in listed and conn.secret not in listed
+    event = AuditEvent.objects.get(action="inventory.connection.create")
+    assert event.user.username == "alice"
+    assert "Sup3r-secret!" not in str(event.after) and conn.secret not in str(event.after)
+    assert event.after["secret_set"] is True
+
+
+def test_untrusted_certificate_is_refused_with_its_fingerprint(api, certificate):
+    cert, key, der = certificate
+    with tls_server(cert, key) as port:
+        response = api.post(URL, _body(port=port), format="json")
+    assert response.status_code == 400
+    assert format_fingerprint(der) in response.data["address"][0]
+    assert "pin" in response.data["address"][0]
+    assert not Connection.objects.exists()
+
+
+def test_a_different_certificate_than_the_pinned_one_is_refused(api, certificate, tmp_path):
+    cert, key, _ = certificate
+    _, _, other = self_signed(tmp_path, "other.test")
+    with tls_server(cert, key) as port:
+        response = api.post(
+            URL, _body(port=port, tls_fingerprint=format_fingerprint(other)), format="json"
+        )
+    assert response.status_code == 400
+    assert "not the pinned one" in response.data["address"][0]
+    assert not Connection.objects.exists()
+
+
+def test_unreachable_address_fails_clearly_and_saves_nothing(api):
+    response = api.post(URL, _body(port=closed_port()), format="json")
+    assert response.status_code == 400
+    assert "Cannot reach 127.0.0.1" in response.data["address"][0]
+    assert not Connection.objects.exists()
+    assert not AuditEvent.objects.filter(action__startswith="inventory.connection").exists()
+
+
+def test_a_silent_endpoint_fails_within_the_bounded_time(api, settings):
+    settings.CONNECTION_TEST_TIMEOUT_SECONDS = 2
+    with silent_server() as port:
+        started = time.monotonic()
+        response = api.post(URL, _body(port=port), format="json")
+        elapsed = time.monotonic() - started
+    assert response.status_code == 400
+    assert "TLS handshake" in response.data["address"][0]
+    assert elapsed < 10  # bounded by the timeout, not by the peer
+    assert not Connection.objects.exists()
+
+
+def test_kvm_host_is_checked_for_an_ssh_banner(api):
+    with ssh_like_server() as port:
+        response = api.post(URL, _body(name="kvm-01", kind="kvm", port=port), format="json")
+    assert response.status_code == 201, response.data
+    assert "SSH-2.0-OpenSSH" in response.data["last_test_message"]
+
+
+def test_kvm_fingerprint_is_refused(api):
+    response = api.post(
+        URL, _body(kind="kvm", skip_test=True, tls_fingerprint="AA:BB"), format="json"
+    )
+    assert response.status_code == 400
+    assert "tls_fingerprint" in response.data
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"kind": "vmware-workstation"}, "kind"),
+        ({"port": 70000}, "port"),
+        ({"name": ""}, "name"),
+        ({"address": ""}, "address"),
+    ],
+)
+def test_bad_input_gets_field_errors(api, body, field):
+    response = api.post(URL, _body(skip_test=True, **body), format="json")
+    assert response.status_code == 400
+    assert field in response.data
+
+
+def test_default_port_comes_from_the_kind(api):
+    response = api.post(URL, _body(kind="hyperv", skip_test=True), format="json")
+    assert response.status_code == 201
+    assert response.data["port"] == 5986
+
+
+def test_update_keeps_the_secret_unless_given_and_audits_before_after(api):
+    created = api.post(URL, _body(skip_test=True), format="json").data
+    response = api.patch(
+        f"{URL}{created['id']}/", {"username": "backup", "skip_test": True}, format="json"
+    )
+    assert response.status_code == 200
+    conn = Connection.objects.get()
+    assert conn.username == "backup" and conn.get_secret() == "Sup3r-secret!"
+    event = AuditEvent.objects.get(action="inventory.connection.update")
+    assert event.before["username"] == "root" and event.after["username"] == "backup"
+
+
+def test_test_action_records_the_outcome(api):
+    created = api.post(URL, _body(port=closed_port(), skip_test=True), format="json").data
+    response = api.post(f"{URL}{created['id']}/test/")
+    assert response.status_code == 200
+    assert response.data["ok"] is False
+    conn = Connection.objects.get()
+    assert conn.last_test_ok is False and "Cannot reach" in conn.last_test_message
+
+
+def test_viewer_can_list_but_not_create_or_test(api, api_as):
+    created = api.post(URL, _body(skip_test=True), format="json").data
+    viewer = api_as("victor", "viewer")
+    assert viewer.get(URL).data["count"] == 1
+    assert viewer.post(URL, _body(name="x", skip_test=True), format="json").status_code == 403
+    assert viewer.post(f"{URL}{created['id']}/test/").status_code == 403
+    assert viewer.delete(f"{URL}{created['id']}/").status_code == 403
+    assert Connection.objects.count() == 1
+
+
+def test_user_without_role_is_refused(api, api_as):
+    created = api.post(URL, _body(skip_test=True), format="json").data
+    nobody = api_as("nobody")
+    assert nobody.get(URL).status_code == 403
+    assert nobody.get(f"{URL}{created['id']}/").status_code == 403
+
+
+def test_token_authentication(admin_user, client):
+    response = client.post("/api/auth/token/", {"username": "alice", "password": "pw-alice"})
+    assert response.status_code == 200
+    token = response.json()["token"]
+    listed = client.get(URL, HTTP_AUTHORIZATION=f"Token {token}")
+    assert listed.status_code == 200
+    assert client.get(URL).status_code == 403
+    wrong = client.post("/api/auth/token/", {"username": "alice", "password": "nope"})
+    assert wrong.status_code == 400

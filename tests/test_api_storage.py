@@ -1,0 +1,98 @@
+import pytest
+
+from backupconsole.models import AuditEvent
+from storage.models import Repository
+from tests.factories import PolicyFactory, RepositoryFactory, RestorePointFactory
+
+URL = "/api/storage/repositories/"
+
+
+def test_filesystem_repository_is_created_and_measured(api, tmp_path):
+    response = api.post(
+        URL, {"name": "local", "kind": "filesystem", "location": str(tmp_path / "r")}, format="json"
+    )
+    assert response.status_code == 201, response.data
+    assert (tmp_path / "r").is_dir()
+    assert response.data["capacity_bytes"] > 0
+    assert response.data["encryption_enabled"] is True
+
+
+def test_relative_or_unwritable_location_is_refused(api, tmp_path):
+    response = api.post(
+        URL, {"name": "r", "kind": "filesystem", "location": "relative/dir"}, format="json"
+    )
+    assert response.status_code == 400 and "absolute" in response.data["location"][0]
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    response = api.post(
+        URL, {"name": "r", "kind": "filesystem", "location": str(blocker / "x")}, format="json"
+    )
+    assert response.status_code == 400 and "cannot be written" in response.data["location"][0]
+    assert not Repository.objects.exists()
+
+
+def test_s3_repository_keeps_its_secret_key_encrypted(api):
+    body = {
+        "name": "s3",
+        "kind": "s3",
+        "location": "backups",
+        "s3_endpoint": "http://127.0.0.1:9000",
+        "s3_access_key": "AKIA-TEST",
+        "secret": "wJalrXUtnFEMI/K7MDENG",
+    }
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 201, response.data
+    assert response.data["has_secret"] is True and "secret" not in response.data
+    assert Repository.objects.get().get_secret() == "wJalrXUtnFEMI/K7MDENG"
+    assert "wJalrXUtnFEMI" not in str(
+        AuditEvent.objects.get(action="storage.repository.create").after
+    )
+
+
+def test_s3_repository_needs_a_secret(api):
+    body = {"name": "s3", "kind": "s3", "location": "b", "s3_access_key": "A"}
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400 and "secret" in response.data
+
+
+def test_location_cannot_change_after_creation(api, tmp_path):
+    created = api.post(
+        URL, {"name": "local", "kind": "filesystem", "location": str(tmp_path)}, format="json"
+    ).data
+    response = api.patch(f"{URL}{created['id']}/", {"location": "/elsewhere"}, format="json")
+    assert response.status_code == 400 and "location" in response.data
+    response = api.patch(f"{URL}{created['id']}/", {"compression_level": 9}, format="json")
+    assert response.status_code == 200 and response.data["compression_level"] == 9
+
+
+@pytest.mark.django_db
+def test_repository_in_use_cannot_be_deleted(api):
+    policy = PolicyFactory(name="nightly")
+    response = api.delete(f"{URL}{policy.repository.pk}/")
+    assert response.status_code == 400 and "nightly" in response.data["non_field_errors"][0]
+    point = RestorePointFactory()
+    response = api.delete(f"{URL}{point.repository.pk}/")
+    assert response.status_code == 400 and "restore points" in response.data["non_field_errors"][0]
+    empty = RepositoryFactory()
+    assert api.delete(f"{URL}{empty.pk}/").status_code == 204
+
+
+@pytest.mark.django_db
+def test_operator_protects_restore_points_viewer_may_not(api_as):
+    point = RestorePointFactory()
+    url = f"/api/storage/restore-points/{point.pk}/protect/"
+    assert (
+        api_as("victor", "viewer").post(url, {"protected": True}, format="json").status_code == 403
+    )
+    response = api_as("olga", "operator").post(url, {"protected": True}, format="json")
+    assert response.status_code == 200 and response.data["protected"] is True
+    event = AuditEvent.objects.get(action="storage.restore_point.protect")
+    assert event.username == "olga" and event.before == {"protected": False}
+
+
+@pytest.mark.django_db
+def test_vm_shows_its_latest_usable_restore_point(api):
+    older = RestorePointFactory()
+    newer = RestorePointFactory(vm=older.vm, repository=older.repository)
+    RestorePointFactory(vm=older.vm, repository=older.repository, state="committing")
+    assert api.get(f"/api/inventory/vms/{older.vm.pk}/").data["latest_restore_point"] == newer.pk
