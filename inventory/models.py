@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.db import models
+from django.utils import timezone
 
 from backupconsole.crypto import decrypt_secret, encrypt_secret
 from backupconsole.permissions import RestrictedQuerySet
@@ -198,6 +202,16 @@ class VirtualDisk(models.Model):
         return bool(self.excluded_reason)
 
 
+def heartbeat_cutoff() -> datetime:
+    """A proxy silent since before this is considered down (three missed heartbeats)."""
+    return timezone.now() - timedelta(seconds=3 * settings.PROXY_HEARTBEAT_SECONDS)
+
+
+class ProxyQuerySet(RestrictedQuerySet["Proxy"]):
+    def live(self) -> ProxyQuerySet:
+        return self.filter(enabled=True, last_heartbeat__gte=heartbeat_cutoff())
+
+
 class Proxy(models.Model):
     """A backup worker: a `celery worker` consuming its own queue, close to the hypervisors."""
 
@@ -216,7 +230,7 @@ class Proxy(models.Model):
     version = models.CharField(max_length=50, blank=True)
     last_heartbeat = models.DateTimeField(null=True, blank=True)
 
-    objects = RestrictedQuerySet.as_manager()
+    objects = ProxyQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -224,3 +238,9 @@ class Proxy(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def is_live(self) -> bool:
+        return bool(
+            self.enabled and self.last_heartbeat and self.last_heartbeat >= heartbeat_cutoff()
+        )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -202,8 +201,3 @@ def record_heartbeat(*, name: str, queue: str, hostname: str, version: str) -> P
                 "inventory.proxy.register", proxy, acting_user=None, after=audit.snapshot(proxy)
             )
     return proxy
-
-
-def live_proxies() -> list[Proxy]:
-    cutoff = timezone.now() - timedelta(seconds=3 * settings.PROXY_HEARTBEAT_SECONDS)
-    return list(Proxy.objects.filter(enabled=True, last_heartbeat__gte=cutoff))

@@ -6,14 +6,13 @@ from django.conf import settings
 from django.db.models import Count, Q
 
 from inventory.models import Proxy
-from inventory.services import live_proxies
 from jobs.choices import RunState
 from jobs.models import JobRun
 
 
 def choose_proxy(run: JobRun) -> Proxy | None:
     """The least busy live proxy that reaches every connection the run's VMs live on."""
-    candidates = live_proxies()
+    candidates = list(Proxy.objects.live())
     if not candidates:
         return None
     needed = set()
