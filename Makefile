@@ -11,6 +11,8 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/1
 TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL)
 
+TYPED := backupconsole inventory jobs storage frontend
+
 .PHONY: run test lint schema check-schema services install lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
@@ -32,6 +34,7 @@ run: $(STAMP)
 test: $(STAMP) services
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(TYPED)
 	$(BIN)/python manage.py makemigrations --check --dry-run
 	$(TEST_ENV) $(BIN)/python manage.py spectacular --validate --fail-on-warn --file /tmp/backupconsole-openapi.yaml
 	diff -u docs/openapi.yaml /tmp/backupconsole-openapi.yaml || \
@@ -44,7 +47,7 @@ services:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy inventory jobs storage backupconsole
+	$(BIN)/mypy $(TYPED)
 
 ## make schema: regenerate the committed OpenAPI document
 schema: $(STAMP)

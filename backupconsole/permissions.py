@@ -8,7 +8,7 @@ tenant's operator) use this same mechanism.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from django.db import models
 from django.db.models import Q
@@ -30,7 +30,7 @@ def _assignments(user: AbstractBaseUser | AnonymousUser) -> list[RoleAssignment]
     if cached is None:
         from backupconsole.models import RoleAssignment
 
-        cached = list(RoleAssignment.objects.filter(user_id=user.pk))
+        cached = list(RoleAssignment.objects.filter(user_id=cast(int, user.pk)))
         setattr(user, _CACHE_ATTR, cached)
     return cached
 

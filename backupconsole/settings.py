@@ -69,8 +69,8 @@ if PRODUCTION and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("BACKUPCONSOLE_ALLOWED_HOSTS must name the console's host names.")
 CSRF_TRUSTED_ORIGINS = env.get_list("BACKUPCONSOLE_CSRF_TRUSTED_ORIGINS", [])
 
+# No django.contrib.admin: it would write tables behind the services (no validation, no audit).
 INSTALLED_APPS = [
-    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -134,7 +134,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": DATA_DIR / "backupconsole.sqlite3",
+            "NAME": str(DATA_DIR / "backupconsole.sqlite3"),
             "OPTIONS": {
                 # WAL lets the web server read while worker threads write; IMMEDIATE avoids
                 # "database is locked" when a read transaction later upgrades to a write.

@@ -1,4 +1,3 @@
-from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -12,6 +11,5 @@ urlpatterns = [
     path("api/inventory/", include("inventory.api.urls")),
     path("api/jobs/", include("jobs.api.urls")),
     path("api/storage/", include("storage.api.urls")),
-    path("admin/", admin.site.urls),
     path("", include("frontend.urls")),
 ]

@@ -72,7 +72,7 @@ def _proxy_panel(request: HttpRequest) -> Panel:
     proxies = filtered(request, Proxy, ProxyFilterSet, "proxies")
     panel = _panel(request, proxies, Proxy)
     if panel.allowed:
-        panel.extra["online"] = proxies.live().count()
+        panel.extra["online"] = Proxy.objects.live().filter(pk__in=proxies.values("pk")).count()
     return panel
 
 

@@ -15,7 +15,7 @@ from django.utils import timezone
 from inventory.adapters import get_connector
 from inventory.models import Proxy, VirtualMachine
 from jobs.choices import LogLevel, RunResult, RunState, TaskKind, TaskState
-from jobs.models import JobRun, RunLog, RunTask
+from jobs.models import JobRun, ProtectionPolicy, RunLog, RunTask
 from jobs.progress import publish_run
 from jobs.selection import resolve_selection
 from jobs.services import refresh_members
@@ -97,6 +97,14 @@ def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
     if policy is None:
         with transaction.atomic():
             _finish(run, RunResult.FAILED, "The run's policy was deleted before it started.")
+        return
+    requester = run.requested_by
+    if requester is not None and not (
+        ProtectionPolicy.objects.restrict(requester, "run").filter(pk=policy.pk).exists()
+    ):
+        # The same check the API made, again: access may have been withdrawn since.
+        with transaction.atomic():
+            _finish(run, RunResult.FAILED, f"{requester} may no longer run this policy.")
         return
     with transaction.atomic():
         refresh_members(policy)

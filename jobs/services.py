@@ -109,12 +109,8 @@ def create_policy(
     schedules: list[dict[str, Any]],
     acting_user: Any,
 ) -> ProtectionPolicy:
-    check_retention(
-        {
-            name: data.get(name, ProtectionPolicy._meta.get_field(name).get_default())
-            for name in RETENTION_FIELDS
-        }
-    )
+    defaults = ProtectionPolicy()
+    check_retention({name: data.get(name, getattr(defaults, name)) for name in RETENTION_FIELDS})
     check_copy_target(data.get("repository"), data.get("copy_repository"))
     with transaction.atomic():
         policy = ProtectionPolicy.objects.create(

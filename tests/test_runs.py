@@ -48,6 +48,19 @@ def test_vm_on_a_hypervisor_without_connector_fails_with_the_reason(admin_user):
     assert run.logs.filter(level=40, message__contains="web-1").exists()
 
 
+def test_run_fails_when_the_requester_lost_the_right_to_run_it(make_user):
+    from backupconsole.models import RoleAssignment
+    from backupconsole.permissions import forget_cached_assignments
+
+    operator = make_user("olga", "operator")
+    run = services.start_run(_policy(), trigger=Trigger.MANUAL, acting_user=operator)
+    RoleAssignment.objects.filter(user=operator).delete()
+    forget_cached_assignments(operator)
+    engine.execute_run(run.pk)
+    run.refresh_from_db()
+    assert run.result == RunResult.FAILED and "may no longer run" in run.reason
+
+
 def test_cancel_of_a_queued_run_ends_it_at_once(admin_user):
     run = services.start_run(_policy(), trigger=Trigger.MANUAL, acting_user=admin_user)
     services.cancel_run(run, acting_user=admin_user)

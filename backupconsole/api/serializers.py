@@ -5,7 +5,9 @@ from backupconsole.models import AuditEvent, RoleAssignment
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
-    object_type = serializers.SlugRelatedField(slug_field="model", read_only=True)
+    object_type: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="model", read_only=True
+    )
 
     class Meta:
         model = AuditEvent
@@ -34,7 +36,7 @@ class RoleAssignmentSerializer(serializers.ModelSerializer):
 
 
 class UserSerializer(serializers.ModelSerializer):
-    roles = serializers.SlugRelatedField(
+    roles: serializers.SlugRelatedField = serializers.SlugRelatedField(
         source="role_assignments", slug_field="role", many=True, read_only=True
     )
 

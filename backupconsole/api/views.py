@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.contrib.auth import authenticate, get_user_model
 from drf_spectacular.utils import extend_schema
@@ -92,7 +92,7 @@ class UserViewSet(ReadOnlyViewSet):
         user = self.request.user
         if may(user, "manage", RoleAssignment):
             return self.queryset
-        return self.queryset.filter(pk=user.pk)
+        return self.queryset.filter(pk=cast(int, user.pk))
 
     def check_permissions(self, request: Request) -> None:
         if not request.user or not request.user.is_authenticated:

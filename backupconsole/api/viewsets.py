@@ -9,9 +9,6 @@ from rest_framework import mixins, viewsets
 
 
 class RestrictedViewSetMixin:
-    queryset: QuerySet[Any]
-    request: Any
-
     def get_queryset(self) -> QuerySet[Any]:
         return self.queryset.restrict(self.request.user, "view")  # type: ignore[attr-defined]
 

@@ -105,9 +105,11 @@ class VirtualDiskSerializer(serializers.ModelSerializer):
 
 
 class VirtualMachineSerializer(serializers.ModelSerializer):
-    tags = serializers.SlugRelatedField(slug_field="name", many=True, read_only=True)
+    tags: serializers.SlugRelatedField = serializers.SlugRelatedField(
+        slug_field="name", many=True, read_only=True
+    )
     disks = VirtualDiskSerializer(many=True, read_only=True)
-    policies = serializers.PrimaryKeyRelatedField(
+    policies: serializers.PrimaryKeyRelatedField = serializers.PrimaryKeyRelatedField(
         source="protecting_policies", many=True, read_only=True
     )
     latest_restore_point = serializers.IntegerField(

@@ -1,13 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework import serializers
 
 from inventory.models import VirtualMachine
 from jobs.models import JobRun, ProtectionPolicy, RunLog, RunTask, Schedule, SelectionRule
 from storage.models import Repository
 
-_MISSING_REPOSITORY = {"does_not_exist": "Repository {pk_value} does not exist."}
-_MISSING_VM = {"does_not_exist": "Virtual machine {pk_value} does not exist."}
+_MISSING_REPOSITORY: dict[str, Any] = {"does_not_exist": "Repository {pk_value} does not exist."}
+_MISSING_VM: dict[str, Any] = {"does_not_exist": "Virtual machine {pk_value} does not exist."}
 
 
 class SelectionRuleSerializer(serializers.ModelSerializer):
@@ -47,7 +49,9 @@ class ProtectionPolicySerializer(serializers.ModelSerializer):
     )
     rules = SelectionRuleSerializer(many=True, required=False)
     schedules = ScheduleSerializer(many=True, required=False)
-    members = serializers.PrimaryKeyRelatedField(many=True, read_only=True)
+    members: serializers.PrimaryKeyRelatedField = serializers.PrimaryKeyRelatedField(
+        many=True, read_only=True
+    )
 
     class Meta:
         model = ProtectionPolicy
