@@ -13,7 +13,9 @@ VM_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
 def new_point_id(created: datetime) -> str:
-    return f"{created.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(8)}"
+    # Milliseconds in the id, so a listing sorts by time even for points of the same second.
+    utc = created.astimezone(UTC)
+    return f"{utc:%Y%m%dT%H%M%S}{utc.microsecond // 1000:03d}Z-{secrets.token_hex(8)}"
 
 
 def manifest_key(vm_key: str, point_id: str) -> str:
