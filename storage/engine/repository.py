@@ -113,6 +113,12 @@ class Repository:
     ) -> Repository:
         if backend.exists("config"):
             raise RepositoryError(f"{backend.describe()} already holds a repository")
+        lock_check = getattr(backend, "object_lock_enabled", None)
+        if immutability_days and lock_check is not None and not lock_check():
+            raise RepositoryError(
+                f"immutability needs S3 Object Lock, which {backend.describe()} does not have: "
+                "create the bucket with Object Lock enabled"
+            )
         if encryption and not passphrase:
             raise RepositoryError("an encrypted repository needs a passphrase")
         config = Config(
@@ -184,11 +190,30 @@ class Repository:
             raise CorruptObject(f"chunk {digest.hex()} does not match its digest")
         return data
 
-    def put_blob(self, kind: int, data: bytes) -> tuple[bytes, int]:
+    def blob_key(self, kind: int, digest: bytes) -> str:
+        return self.chunk_key(digest) if kind == KIND_CHUNK else self.index_key(digest)
+
+    def keep_if_present(self, key: str, since: datetime) -> bool:
+        """True if the object exists and is safe from GC for a writer that started at ``since``.
+
+        An object modified after ``since - 30 min`` is younger than any GC cutoff (start of the
+        oldest writer - 1 h) that writer can meet; an older one is touched first.
+        """
+        try:
+            info = self.backend.stat(key)
+        except ObjectMissing:
+            return False
+        if info.modified >= since - timedelta(minutes=30):
+            return True
+        return self.backend.touch(key)
+
+    def put_blob(
+        self, kind: int, data: bytes, *, since: datetime | None = None
+    ) -> tuple[bytes, int]:
         """Store a content-addressed object; returns (digest, bytes written or 0 if present)."""
         digest = self.codec.digest(data)
-        key = self.chunk_key(digest) if kind == KIND_CHUNK else self.index_key(digest)
-        if self.backend.touch(key):
+        key = self.blob_key(kind, digest)
+        if self.keep_if_present(key, since or datetime.now(UTC)):
             return digest, 0
         sealed = self.codec.seal(kind, digest, data)
         written = self.backend.put(key, sealed, retain_until=self.retain_until())

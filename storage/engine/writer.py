@@ -79,13 +79,14 @@ class _TimedBackend:
 
     def __init__(self, repo: Repository, counters: _Counters) -> None:
         self.repo, self.counters = repo, counters
+        self.since = datetime.now(UTC)  # the writer's start, for the GC-safety rule
 
     def store(self, kind: int, data: bytes) -> tuple[bytes, int, bool]:
         start = time.perf_counter()
         digest = self.repo.codec.digest(data)
-        key = self.repo.chunk_key(digest) if kind == KIND_CHUNK else self.repo.index_key(digest)
+        key = self.repo.blob_key(kind, digest)
         hashed = time.perf_counter()
-        if self.repo.backend.touch(key):  # present: keep it from GC, don't rewrite it
+        if self.repo.keep_if_present(key, self.since):  # present: kept from GC, not rewritten
             self.counters.add(
                 process_seconds=hashed - start, store_seconds=time.perf_counter() - hashed
             )

@@ -29,7 +29,7 @@ def make_image(path: Path, size: int, *, seed: int = 1, regions: int = 40) -> No
 def scribble(
     path: Path, *, seed: int, writes: int, granularity: int = 64 * 1024
 ) -> list[tuple[int, int]]:
-    """Overwrite random aligned extents (as a guest would); returns them as change tracking would."""
+    """Overwrite random aligned extents as a guest would; returns them as change tracking would."""
     rng = random.Random(seed)
     size = path.stat().st_size
     extents = []
