@@ -7,43 +7,17 @@ whose hypervisor kind has no connector yet fails with that reason rather than be
 
 from __future__ import annotations
 
-import logging
-
 from django.db import transaction
 from django.utils import timezone
 
 from inventory.adapters import get_connector
 from inventory.models import Proxy, VirtualMachine
 from jobs.choices import LogLevel, RunResult, RunState, TaskKind, TaskState
-from jobs.models import JobRun, ProtectionPolicy, RunLog, RunTask
+from jobs.models import JobRun, ProtectionPolicy, RunTask
 from jobs.progress import publish_run
+from jobs.runstate import begin, cancelled, finish, log, set_state
 from jobs.selection import resolve_selection
 from jobs.services import refresh_members
-
-logger = logging.getLogger(__name__)
-
-
-def log(run: JobRun, message: str, *, level: int = LogLevel.INFO, task: RunTask | None = None):
-    RunLog.objects.create(run=run, task=task, level=level, message=message)
-    logger.log(level, "run %s: %s", run.pk, message)
-
-
-def _set_state(run: JobRun, state: str, **fields: object) -> None:
-    run.state = state
-    for name, value in fields.items():
-        setattr(run, name, value)
-    run.save()
-    transaction.on_commit(lambda: publish_run(run.pk))
-
-
-def _finish(run: JobRun, result: str, reason: str) -> None:
-    log(run, reason, level=LogLevel.INFO if result == RunResult.SUCCEEDED else LogLevel.WARNING)
-    _set_state(run, RunState.FINISHED, result=result, reason=reason, finished_at=timezone.now())
-
-
-def _cancelled(run: JobRun) -> bool:
-    run.refresh_from_db(fields=["cancel_requested"])
-    return run.cancel_requested
 
 
 def _build_tree(run: JobRun, vms: list[VirtualMachine]) -> list[RunTask]:
@@ -86,17 +60,13 @@ def _back_up_vm(run: JobRun, task: RunTask) -> None:
 
 
 def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
-    with transaction.atomic():
-        run = JobRun.objects.select_for_update().get(pk=run_pk)
-        if run.state != RunState.QUEUED:
-            # Cancelled while queued, or delivered twice: nothing to do.
-            return
-        _set_state(run, RunState.STARTING, started_at=timezone.now(), proxy=proxy)
-        log(run, f"Started on proxy {proxy.name}." if proxy else "Started.")
+    run = begin(run_pk, proxy)
+    if run is None:
+        return
     policy = run.policy
     if policy is None:
         with transaction.atomic():
-            _finish(run, RunResult.FAILED, "The run's policy was deleted before it started.")
+            finish(run, RunResult.FAILED, "The run's policy was deleted before it started.")
         return
     requester = run.requested_by
     if requester is not None and not (
@@ -104,32 +74,32 @@ def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
     ):
         # The same check the API made, again: access may have been withdrawn since.
         with transaction.atomic():
-            _finish(run, RunResult.FAILED, f"{requester} may no longer run this policy.")
+            finish(run, RunResult.FAILED, f"{requester} may no longer run this policy.")
         return
     with transaction.atomic():
         refresh_members(policy)
         vms = list(resolve_selection(policy).select_related("connection"))
         if not vms:
-            _finish(run, RunResult.WARNING, "No virtual machine matched the policy's selection.")
+            finish(run, RunResult.WARNING, "No virtual machine matched the policy's selection.")
             return
         tasks = _build_tree(run, vms)
         log(run, f"{len(vms)} virtual machine(s) selected.")
-        _set_state(run, RunState.WORKING)
+        set_state(run, RunState.WORKING)
     for task in tasks:
         with transaction.atomic():
-            if _cancelled(run):
+            if cancelled(run):
                 RunTask.objects.filter(run=run, state=TaskState.PENDING).update(
                     state=TaskState.CANCELLED
                 )
-                _finish(run, RunResult.CANCELLED, "Cancelled by a user.")
+                finish(run, RunResult.CANCELLED, "Cancelled by a user.")
                 return
             _back_up_vm(run, task)
             transaction.on_commit(lambda: publish_run(run.pk))
     failed = sum(1 for t in tasks if RunTask.objects.get(pk=t.pk).state == TaskState.FAILED)
     with transaction.atomic():
         if failed == len(tasks):
-            _finish(run, RunResult.FAILED, f"All {failed} virtual machine(s) failed.")
+            finish(run, RunResult.FAILED, f"All {failed} virtual machine(s) failed.")
         elif failed:
-            _finish(run, RunResult.WARNING, f"{failed} of {len(tasks)} virtual machine(s) failed.")
+            finish(run, RunResult.WARNING, f"{failed} of {len(tasks)} virtual machine(s) failed.")
         else:
-            _finish(run, RunResult.SUCCEEDED, f"{len(tasks)} virtual machine(s) backed up.")
+            finish(run, RunResult.SUCCEEDED, f"{len(tasks)} virtual machine(s) backed up.")

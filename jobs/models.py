@@ -150,6 +150,15 @@ class JobRun(models.Model):
     proxy = models.ForeignKey(
         "inventory.Proxy", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs"
     )
+    # Repository jobs (verify, prune, GC, copy) run against a repository rather than a policy.
+    repository = models.ForeignKey(
+        "storage.Repository",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="runs",
+    )
+    options = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=24, choices=RunState.choices, default=RunState.QUEUED)
     result = models.CharField(max_length=16, choices=RunResult.choices, blank=True)
     reason = models.TextField(blank=True, help_text="Why the run ended as it did.")

@@ -6,8 +6,8 @@ from django.utils import timezone
 
 from inventory.models import Proxy
 from jobs import engine
-from jobs.choices import Trigger
-from jobs.models import Schedule
+from jobs.choices import RunKind, Trigger
+from jobs.models import JobRun, Schedule
 from jobs.schedules import next_fire
 
 
@@ -15,7 +15,13 @@ from jobs.schedules import next_fire
 def execute_run(self, run_pk: int) -> None:  # type: ignore[no-untyped-def]
     queue = (self.request.delivery_info or {}).get("routing_key")
     proxy = Proxy.objects.filter(queue=queue).first() if queue else None
-    engine.execute_run(run_pk, proxy=proxy)
+    kind = JobRun.objects.values_list("kind", flat=True).get(pk=run_pk)
+    if kind == RunKind.BACKUP:
+        engine.execute_run(run_pk, proxy=proxy)
+    else:
+        from storage import maintenance
+
+        maintenance.execute_run(run_pk, proxy=proxy)
 
 
 @shared_task

@@ -7,6 +7,7 @@ from backupconsole.permissions import RestrictedQuerySet
 from storage.choices import Consistency, RepositoryKind, RestorePointState
 
 _SECRET_PURPOSE = "storage.Repository.secret"  # noqa: S105 - an AAD label, not a secret
+_PASSPHRASE_PURPOSE = "storage.Repository.passphrase"  # noqa: S105 - an AAD label
 
 
 class Repository(models.Model):
@@ -23,6 +24,8 @@ class Repository(models.Model):
     s3_access_key = models.CharField(max_length=255, blank=True)
     # AES-256-GCM ciphertext of the S3 secret key; never serialized, logged or audited.
     secret = models.TextField(blank=True, editable=False)
+    # The repository passphrase, encrypted like credentials, so scheduled jobs can open it.
+    passphrase = models.TextField(blank=True, editable=False)
     encryption_enabled = models.BooleanField(default=True)
     key_fingerprint = models.CharField(max_length=95, blank=True)
     compression_level = models.PositiveSmallIntegerField(default=3)
@@ -50,13 +53,28 @@ class Repository(models.Model):
     def get_secret(self) -> str:
         return decrypt_secret(self.secret, _SECRET_PURPOSE)
 
+    def set_passphrase(self, plaintext: str) -> None:
+        self.passphrase = encrypt_secret(plaintext, _PASSPHRASE_PURPOSE)
+
+    def get_passphrase(self) -> str:
+        return decrypt_secret(self.passphrase, _PASSPHRASE_PURPOSE)
+
 
 class RestorePoint(models.Model):
     """A logically full copy of one VM at one time; its manifest lives in the repository."""
 
+    # The point outlives the VM's inventory row (and the database: import_repository rebuilds
+    # these rows from manifests), so the VM is also named by its key and name.
     vm = models.ForeignKey(
-        "inventory.VirtualMachine", on_delete=models.PROTECT, related_name="restore_points"
+        "inventory.VirtualMachine",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="restore_points",
     )
+    vm_key = models.CharField(max_length=64, db_index=True)
+    vm_name = models.CharField(max_length=255, blank=True)
+    point_id = models.CharField(max_length=64, help_text="The id of its manifest.")
     repository = models.ForeignKey(
         Repository, on_delete=models.PROTECT, related_name="restore_points"
     )
@@ -80,16 +98,23 @@ class RestorePoint(models.Model):
     stored_bytes = models.BigIntegerField(default=0, help_text="Bytes written, after dedup.")
     new_unique_bytes = models.BigIntegerField(default=0, help_text="Chunks no other point has.")
     manifest_path = models.CharField(max_length=1024, blank=True)
+    immutable_until = models.DateTimeField(null=True, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+    verify_error = models.TextField(blank=True)
 
     objects = RestrictedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["vm", "-created_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["repository", "point_id"], name="restorepoint_unique_point_id"
+            )
+        ]
 
     def __str__(self) -> str:
-        return f"{self.vm} @ {self.created_at:%Y-%m-%d %H:%M}"
+        return f"{self.vm_name or self.vm_key} @ {self.created_at:%Y-%m-%d %H:%M}"
 
 
 class RestorePointDisk(models.Model):

@@ -8,10 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from backupconsole import audit
 from backupconsole.errors import ActionRefused
+from storage.catalog import import_catalog
 from storage.choices import RepositoryKind
+from storage.engine.backend import BackendError, ObjectLocked
+from storage.engine.keys import WrongPassphrase
+from storage.engine.repository import Repository as EngineRepository
+from storage.engine.repository import RepositoryError as EngineRepositoryError
+from storage.engine_access import backend_for, open_repository
 from storage.models import Repository, RestorePoint
 
 REPOSITORY_FIELDS = (
@@ -28,7 +35,15 @@ REPOSITORY_FIELDS = (
     "capacity_bytes",
 )
 # Fields fixed once data was written: changing them would make existing chunks unreadable.
-IMMUTABLE_AFTER_CREATE = ("kind", "location", "s3_endpoint", "s3_prefix", "encryption_enabled")
+IMMUTABLE_AFTER_CREATE = (
+    "kind",
+    "location",
+    "s3_endpoint",
+    "s3_prefix",
+    "encryption_enabled",
+    "compression_level",
+    "immutability_days",
+)
 
 
 def _check_location(repository: Repository) -> None:
@@ -54,25 +69,71 @@ def _check_location(repository: Repository) -> None:
             raise ActionRefused("An S3 repository needs an access key.", field="s3_access_key")
 
 
-def create_repository(*, data: dict[str, Any], secret: str, acting_user: Any) -> Repository:
+def _init_or_attach(repository: Repository, passphrase: str) -> tuple[EngineRepository, bool]:
+    """Create the repository at its location, or open the one already there (attach)."""
+    backend = backend_for(repository)
+    try:
+        if backend.exists("config"):
+            engine = EngineRepository.open(backend, passphrase=passphrase or None)
+            config = engine.config
+            repository.encryption_enabled = config.encryption
+            repository.compression_level = config.compression_level
+            repository.immutability_days = config.immutability_days
+            return engine, True
+        return EngineRepository.init(
+            backend,
+            passphrase=passphrase or None,
+            encryption=repository.encryption_enabled,
+            compression_level=repository.compression_level,
+            immutability_days=repository.immutability_days,
+        ), False
+    except WrongPassphrase:
+        raise ActionRefused(
+            "A repository exists there already, and this passphrase does not open it.",
+            field="passphrase",
+        ) from None
+    except (EngineRepositoryError, BackendError) as exc:
+        raise ActionRefused(str(exc), field="location") from exc
+
+
+def create_repository(
+    *, data: dict[str, Any], secret: str, passphrase: str = "", acting_user: Any
+) -> Repository:
+    """Create a repository, or attach an existing one (its restore points join the catalog)."""
     repository = Repository(**{k: v for k, v in data.items() if k in REPOSITORY_FIELDS})
     repository.set_secret(secret)
+    repository.set_passphrase(passphrase)
     if repository.kind == RepositoryKind.S3 and not secret:
         raise ActionRefused("An S3 repository needs a secret key.", field="secret")
     _check_location(repository)
+    if repository.encryption_enabled and not passphrase:
+        raise ActionRefused(
+            "An encrypted repository needs a passphrase. Keep a copy apart: restoring without "
+            "the console (python -m storage) needs it.",
+            field="passphrase",
+        )
+    engine, attached = _init_or_attach(repository, passphrase)
+    repository.key_fingerprint = engine.fingerprint()
     with transaction.atomic():
         repository.save()
         audit.record(
-            "storage.repository.create",
+            "storage.repository.attach" if attached else "storage.repository.create",
             repository,
             acting_user=acting_user,
             after=audit.snapshot(repository),
         )
+        if attached:
+            import_catalog(repository, engine)
     return repository
 
 
 def update_repository(
-    repository: Repository, *, data: dict[str, Any], secret: str | None, acting_user: Any
+    repository: Repository,
+    *,
+    data: dict[str, Any],
+    secret: str | None,
+    acting_user: Any,
+    passphrase: str | None = None,
 ) -> Repository:
     before = audit.snapshot(repository)
     for name in IMMUTABLE_AFTER_CREATE:
@@ -87,6 +148,12 @@ def update_repository(
             setattr(repository, name, data[name])
     if secret is not None:
         repository.set_secret(secret)
+    if passphrase is not None:
+        if not passphrase:
+            raise ActionRefused("The passphrase cannot be empty.", field="passphrase")
+        # Re-wraps the same key in the repository first: no data is rewritten.
+        open_repository(repository).change_passphrase(passphrase)
+        repository.set_passphrase(passphrase)
     with transaction.atomic():
         repository.save()
         audit.record(
@@ -133,3 +200,55 @@ def set_restore_point_protected(
             after={"protected": protected},
         )
     return restore_point
+
+
+def delete_restore_point(point: RestorePoint, *, acting_user: Any) -> None:
+    """Delete a restore point's manifest (its data goes at the next GC) and its catalog row."""
+    if point.protected:
+        raise ActionRefused("The restore point is protected; lift the protection first.")
+    if point.immutable_until and point.immutable_until > timezone.now():
+        raise ActionRefused(
+            f"The restore point is immutable until {point.immutable_until:%Y-%m-%d %H:%M} UTC."
+        )
+    try:
+        open_repository(point.repository).backend.delete(point.manifest_path)
+    except ObjectLocked as exc:
+        raise ActionRefused(str(exc)) from exc
+    with transaction.atomic():
+        audit.record(
+            "storage.restore_point.delete",
+            point,
+            acting_user=acting_user,
+            before=audit.snapshot(point),
+        )
+        point.delete()
+
+
+def start_repository_job(
+    repository: Repository, *, kind: str, options: dict[str, Any], acting_user: Any
+) -> Any:
+    """Queue a verify, prune or GC run against a repository (it shows up as a run)."""
+    from jobs.choices import RunState, Trigger
+    from jobs.dispatch import enqueue_run
+    from jobs.models import JobRun
+
+    with transaction.atomic():
+        Repository.objects.select_for_update().filter(pk=repository.pk).first()
+        active = repository.runs.exclude(state=RunState.FINISHED).filter(kind=kind).first()
+        if active is not None:
+            raise ActionRefused(f"A {active.get_kind_display().lower()} run is already active.")
+        run = JobRun.objects.create(
+            kind=kind,
+            repository=repository,
+            options=options,
+            trigger=Trigger.MANUAL,
+            requested_by=acting_user if getattr(acting_user, "is_authenticated", False) else None,
+        )
+        audit.record(
+            f"storage.repository.{kind}",
+            repository,
+            acting_user=acting_user,
+            after={"run": run.pk, **options},
+        )
+        transaction.on_commit(lambda: enqueue_run(run.pk))
+    return run

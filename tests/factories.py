@@ -77,6 +77,9 @@ class RestorePointFactory(factory.django.DjangoModelFactory):
         model = RestorePoint
 
     vm = factory.SubFactory(VirtualMachineFactory)
+    vm_key = factory.LazyAttribute(lambda point: f"key-{point.vm.external_id}")
+    vm_name = factory.LazyAttribute(lambda point: point.vm.name)
+    point_id = factory.Sequence(lambda n: f"20261101T000000000Z-{n:016x}")
     repository = factory.SubFactory(RepositoryFactory)
     created_at = factory.LazyFunction(timezone.now)
     state = RestorePointState.COMMITTED

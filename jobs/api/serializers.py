@@ -79,6 +79,14 @@ class ProtectionPolicySerializer(serializers.ModelSerializer):
         ]
 
 
+class PrunePreviewSerializer(serializers.Serializer):
+    vm_key = serializers.CharField()
+    point_id = serializers.CharField()
+    time = serializers.DateTimeField()
+    mark = serializers.ChoiceField(choices=["keep", "remove", "protected", "immutable", "in-use"])
+    reasons = serializers.ListField(child=serializers.CharField())
+
+
 class RunPolicySerializer(serializers.Serializer):
     """Empty body: starting a run takes no options yet."""
 
@@ -127,6 +135,8 @@ class JobRunSerializer(serializers.ModelSerializer):
             "trigger",
             "requested_by",
             "proxy",
+            "repository",
+            "options",
             "state",
             "result",
             "reason",

@@ -13,6 +13,7 @@ from jobs import services
 from jobs.api.serializers import (
     JobRunSerializer,
     ProtectionPolicySerializer,
+    PrunePreviewSerializer,
     RunLogSerializer,
     RunPolicySerializer,
     RunTaskSerializer,
@@ -58,6 +59,25 @@ class ProtectionPolicyViewSet(ServiceModelViewSet):
 
     def service_delete(self, instance: ProtectionPolicy) -> None:
         services.delete_policy(instance, acting_user=self.request.user)
+
+    @extend_schema(responses=PrunePreviewSerializer(many=True))
+    @action(detail=True, methods=["get"], url_path="prune-preview")
+    def prune_preview(self, request: Request, pk: str | None = None) -> Response:
+        """Which restore points the policy's retention keeps and removes, and why."""
+        from storage.retention import preview
+
+        rows = [
+            {
+                "vm_key": vm_key,
+                "point_id": d.point.id,
+                "time": d.point.time,
+                "mark": d.mark,
+                "reasons": list(d.reasons),
+            }
+            for vm_key, decisions in preview(self.get_object()).items()
+            for d in decisions
+        ]
+        return Response(PrunePreviewSerializer(rows, many=True).data)
 
     @extend_schema(request=RunPolicySerializer, responses={202: JobRunSerializer})
     @action(detail=True, methods=["post"])

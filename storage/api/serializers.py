@@ -12,7 +12,19 @@ class RepositorySerializer(serializers.ModelSerializer):
         style={"input_type": "password"},
         help_text="S3 secret key; stored encrypted and never returned.",
     )
+    passphrase = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        style={"input_type": "password"},
+        help_text="Encrypts the repository's key. Stored encrypted; keep a copy apart, as "
+        "restores without the console need it. Changing it re-wraps the key only.",
+    )
     has_secret = serializers.SerializerMethodField()
+    dedup_ratio = serializers.SerializerMethodField(
+        help_text="Logical size of all restore points / bytes stored."
+    )
     compression_level = serializers.IntegerField(min_value=1, max_value=19, required=False)
 
     class Meta:
@@ -27,6 +39,7 @@ class RepositorySerializer(serializers.ModelSerializer):
             "s3_prefix",
             "s3_access_key",
             "secret",
+            "passphrase",
             "has_secret",
             "encryption_enabled",
             "key_fingerprint",
@@ -34,6 +47,7 @@ class RepositorySerializer(serializers.ModelSerializer):
             "immutability_days",
             "capacity_bytes",
             "used_bytes",
+            "dedup_ratio",
             "usage_updated_at",
             "created_at",
             "updated_at",
@@ -48,6 +62,12 @@ class RepositorySerializer(serializers.ModelSerializer):
 
     def get_has_secret(self, obj: Repository) -> bool:
         return bool(obj.secret)
+
+    def get_dedup_ratio(self, obj: Repository) -> float | None:
+        logical = getattr(obj, "logical_total", None)
+        if not logical or not obj.used_bytes:
+            return None
+        return round(logical / obj.used_bytes, 2)
 
 
 class RestorePointDiskSerializer(serializers.ModelSerializer):
@@ -77,7 +97,10 @@ class RestorePointSerializer(serializers.ModelSerializer):
         model = RestorePoint
         fields = [
             "id",
+            "point_id",
             "vm",
+            "vm_key",
+            "vm_name",
             "repository",
             "run",
             "created_at",
@@ -89,10 +112,24 @@ class RestorePointSerializer(serializers.ModelSerializer):
             "stored_bytes",
             "new_unique_bytes",
             "manifest_path",
+            "immutable_until",
             "verified_at",
+            "verify_error",
             "disks",
         ]
 
 
 class ProtectSerializer(serializers.Serializer):
     protected = serializers.BooleanField()
+
+
+class VerifyRequestSerializer(serializers.Serializer):
+    deep = serializers.BooleanField(
+        default=False, help_text="Read, decrypt and re-hash every chunk (slow, thorough)."
+    )
+
+
+class PruneRequestSerializer(serializers.Serializer):
+    policy = serializers.IntegerField(
+        required=False, help_text="Only this policy's restore points (default: all policies)."
+    )

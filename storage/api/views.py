@@ -2,18 +2,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Sum
 from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from backupconsole.api.viewsets import ReadOnlyViewSet, ServiceModelViewSet
+from jobs.api.serializers import JobRunSerializer
+from jobs.choices import RunKind
 from storage import services
 from storage.api.serializers import (
     ProtectSerializer,
+    PruneRequestSerializer,
     RepositorySerializer,
     RestorePointDiskSerializer,
     RestorePointSerializer,
+    VerifyRequestSerializer,
 )
 from storage.filtersets import (
     RepositoryFilterSet,
@@ -23,32 +29,76 @@ from storage.filtersets import (
 from storage.models import Repository, RestorePoint, RestorePointDisk
 
 
+def _accepted(run: Any) -> Response:
+    return Response(JobRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+
 class RepositoryViewSet(ServiceModelViewSet):
-    queryset = Repository.objects.all()
+    queryset = Repository.objects.annotate(logical_total=Sum("restore_points__logical_bytes"))
     serializer_class = RepositorySerializer
     filterset_class = RepositoryFilterSet
     ordering_fields = ["name", "used_bytes", "created_at"]
+    extra_actions = {"verify": "run", "gc": "run", "prune": "run"}
 
     def service_create(self, data: dict[str, Any]) -> Repository:
         secret = data.pop("secret", "")
-        return services.create_repository(data=data, secret=secret, acting_user=self.request.user)
+        passphrase = data.pop("passphrase", "")
+        return services.create_repository(
+            data=data, secret=secret, passphrase=passphrase, acting_user=self.request.user
+        )
 
     def service_update(self, instance: Repository, data: dict[str, Any]) -> Repository:
         secret = data.pop("secret", None)
+        passphrase = data.pop("passphrase", None)
         return services.update_repository(
-            instance, data=data, secret=secret, acting_user=self.request.user
+            instance,
+            data=data,
+            secret=secret,
+            passphrase=passphrase,
+            acting_user=self.request.user,
         )
 
     def service_delete(self, instance: Repository) -> None:
         services.delete_repository(instance, acting_user=self.request.user)
 
+    def _job(self, request: Request, kind: str, options: dict[str, Any]) -> Response:
+        run = services.start_repository_job(
+            self.get_object(), kind=kind, options=options, acting_user=request.user
+        )
+        return _accepted(run)
 
-class RestorePointViewSet(ReadOnlyViewSet):
+    @extend_schema(request=VerifyRequestSerializer, responses={202: JobRunSerializer})
+    @action(detail=True, methods=["post"])
+    def verify(self, request: Request, pk: str | None = None) -> Response:
+        """Verify every restore point of the repository, as a run."""
+        body = VerifyRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._job(request, RunKind.VERIFY, {"deep": body.validated_data["deep"]})
+
+    @extend_schema(request=None, responses={202: JobRunSerializer})
+    @action(detail=True, methods=["post"])
+    def gc(self, request: Request, pk: str | None = None) -> Response:
+        """Remove data no restore point references any more, as a run."""
+        return self._job(request, RunKind.GC, {})
+
+    @extend_schema(request=PruneRequestSerializer, responses={202: JobRunSerializer})
+    @action(detail=True, methods=["post"])
+    def prune(self, request: Request, pk: str | None = None) -> Response:
+        """Apply the policies' retention to their restore points, as a run."""
+        body = PruneRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._job(request, RunKind.PRUNE, dict(body.validated_data))
+
+
+class RestorePointViewSet(mixins.DestroyModelMixin, ReadOnlyViewSet):
     queryset = RestorePoint.objects.select_related("vm", "repository").prefetch_related("disks")
     serializer_class = RestorePointSerializer
     filterset_class = RestorePointFilterSet
     ordering_fields = ["created_at", "logical_bytes", "stored_bytes"]
-    extra_actions = {"protect": "restore"}
+    extra_actions = {"protect": "restore", "verify": "run"}
+
+    def perform_destroy(self, instance: RestorePoint) -> None:
+        services.delete_restore_point(instance, acting_user=self.request.user)
 
     @extend_schema(request=ProtectSerializer, responses=RestorePointSerializer)
     @action(detail=True, methods=["post"])
@@ -60,6 +110,21 @@ class RestorePointViewSet(ReadOnlyViewSet):
             self.get_object(), protected=body.validated_data["protected"], acting_user=request.user
         )
         return Response(RestorePointSerializer(point).data)
+
+    @extend_schema(request=VerifyRequestSerializer, responses={202: JobRunSerializer})
+    @action(detail=True, methods=["post"])
+    def verify(self, request: Request, pk: str | None = None) -> Response:
+        """Verify this restore point, as a run."""
+        body = VerifyRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        point = self.get_object()
+        run = services.start_repository_job(
+            point.repository,
+            kind=RunKind.VERIFY,
+            options={"deep": body.validated_data["deep"], "restore_point": point.pk},
+            acting_user=request.user,
+        )
+        return _accepted(run)
 
 
 class RestorePointDiskViewSet(ReadOnlyViewSet):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import blake3
+
 from storage.engine import keys
 from storage.engine.backend import Backend, BackendError, ObjectMissing
 from storage.engine.envelope import (
@@ -154,6 +156,12 @@ class Repository:
                 continue
             return cls(backend, config, master)
         raise keys.WrongPassphrase("wrong passphrase for this repository")
+
+    def fingerprint(self) -> str:
+        """Identifies the key (or, unencrypted, the repository) without revealing it."""
+        material = self._master.raw() if self._master else self.config.id.encode()
+        digest = blake3.blake3(b"backupconsole-fingerprint" + material).hexdigest()[:32].upper()
+        return ":".join(digest[i : i + 4] for i in range(0, len(digest), 4))
 
     def change_passphrase(self, new_passphrase: str) -> None:
         """Wrap the same master key with a new passphrase; remove the old key files."""

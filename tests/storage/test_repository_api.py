@@ -7,14 +7,40 @@ from tests.factories import PolicyFactory, RepositoryFactory, RestorePointFactor
 URL = "/api/storage/repositories/"
 
 
-def test_filesystem_repository_is_created_and_measured(api, tmp_path):
-    response = api.post(
-        URL, {"name": "local", "kind": "filesystem", "location": str(tmp_path / "r")}, format="json"
-    )
+def _fs(tmp_path, name="local", **extra):
+    return {
+        "name": name,
+        "kind": "filesystem",
+        "location": str(tmp_path / name),
+        "passphrase": "repo passphrase",
+        **extra,
+    }
+
+
+def test_filesystem_repository_is_created_initialized_and_measured(api, tmp_path):
+    response = api.post(URL, _fs(tmp_path), format="json")
     assert response.status_code == 201, response.data
-    assert (tmp_path / "r").is_dir()
+    assert (tmp_path / "local" / "config").is_file()
+    assert list((tmp_path / "local" / "keys").iterdir())
     assert response.data["capacity_bytes"] > 0
     assert response.data["encryption_enabled"] is True
+    assert len(response.data["key_fingerprint"]) == 39
+    assert "passphrase" not in response.data
+    repository = Repository.objects.get()
+    assert repository.get_passphrase() == "repo passphrase"
+    assert "repo passphrase" not in str(
+        AuditEvent.objects.get(action="storage.repository.create").after
+    )
+
+
+def test_encrypted_repository_needs_a_passphrase(api, tmp_path):
+    body = _fs(tmp_path)
+    del body["passphrase"]
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400 and "passphrase" in response.data
+    assert not (tmp_path / "local" / "config").exists()
+    plain = api.post(URL, {**body, "encryption_enabled": False}, format="json")
+    assert plain.status_code == 201
 
 
 def test_relative_or_unwritable_location_is_refused(api, tmp_path):
@@ -31,22 +57,40 @@ def test_relative_or_unwritable_location_is_refused(api, tmp_path):
     assert not Repository.objects.exists()
 
 
-def test_s3_repository_keeps_its_secret_key_encrypted(api):
+def test_s3_repository_keeps_its_secret_key_encrypted(api, s3_bucket):
+    endpoint, bucket = s3_bucket
     body = {
         "name": "s3",
         "kind": "s3",
-        "location": "backups",
-        "s3_endpoint": "http://127.0.0.1:9000",
+        "location": bucket,
+        "s3_endpoint": endpoint,
+        "s3_region": "us-east-1",
         "s3_access_key": "AKIA-TEST",
         "secret": "wJalrXUtnFEMI/K7MDENG",
+        "passphrase": "pp",
     }
     response = api.post(URL, body, format="json")
     assert response.status_code == 201, response.data
     assert response.data["has_secret"] is True and "secret" not in response.data
     assert Repository.objects.get().get_secret() == "wJalrXUtnFEMI/K7MDENG"
-    assert "wJalrXUtnFEMI" not in str(
-        AuditEvent.objects.get(action="storage.repository.create").after
-    )
+    event = AuditEvent.objects.get(action="storage.repository.create")
+    assert "wJalrXUtnFEMI" not in str(event.after)
+
+
+def test_s3_immutability_needs_object_lock(api, s3_bucket):
+    endpoint, bucket = s3_bucket
+    body = {
+        "name": "s3",
+        "kind": "s3",
+        "location": bucket,
+        "s3_endpoint": endpoint,
+        "s3_access_key": "A",
+        "secret": "B",
+        "passphrase": "pp",
+        "immutability_days": 7,
+    }
+    response = api.post(URL, body, format="json")
+    assert response.status_code == 400 and "Object Lock" in response.data["location"][0]
 
 
 def test_s3_repository_needs_a_secret(api):
@@ -56,13 +100,11 @@ def test_s3_repository_needs_a_secret(api):
 
 
 def test_location_cannot_change_after_creation(api, tmp_path):
-    created = api.post(
-        URL, {"name": "local", "kind": "filesystem", "location": str(tmp_path)}, format="json"
-    ).data
+    created = api.post(URL, _fs(tmp_path), format="json").data
     response = api.patch(f"{URL}{created['id']}/", {"location": "/elsewhere"}, format="json")
     assert response.status_code == 400 and "location" in response.data
-    response = api.patch(f"{URL}{created['id']}/", {"compression_level": 9}, format="json")
-    assert response.status_code == 200 and response.data["compression_level"] == 9
+    response = api.patch(f"{URL}{created['id']}/", {"capacity_bytes": 10**12}, format="json")
+    assert response.status_code == 200 and response.data["capacity_bytes"] == 10**12
 
 
 @pytest.mark.django_db

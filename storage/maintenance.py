@@ -1,0 +1,141 @@
+"""Repository jobs run as runs (verify, prune, garbage collection), with progress and a log."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from inventory.models import Proxy
+from jobs.choices import LogLevel, RunKind, RunResult, RunState
+from jobs.models import JobRun, ProtectionPolicy
+from jobs.progress import Throttle, publish_run
+from jobs.runstate import begin, finish, log, set_state
+from storage.catalog import import_catalog
+from storage.choices import RestorePointState
+from storage.engine.gc import collect_garbage
+from storage.engine.prune import Mark
+from storage.engine.repository import Repository as EngineRepository
+from storage.engine.retention import prune_vm
+from storage.engine.verify import ChunkChecker, verify_point
+from storage.engine_access import open_repository
+from storage.models import Repository, RestorePoint
+from storage.retention import policy_vm_keys, retention_of
+
+
+def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
+    run = begin(run_pk, proxy)
+    if run is None:
+        return
+    repository = run.repository
+    if repository is None:
+        with transaction.atomic():
+            finish(run, RunResult.FAILED, "The repository was deleted before the run started.")
+        return
+    try:
+        engine = open_repository(repository)
+        with transaction.atomic():
+            set_state(run, RunState.WORKING)
+        {RunKind.VERIFY: _verify, RunKind.GC: _gc, RunKind.PRUNE: _prune}[RunKind(run.kind)](
+            run, repository, engine
+        )
+    except Exception as exc:  # the run must end with the reason, whatever went wrong
+        with transaction.atomic():
+            log(run, f"{type(exc).__name__}: {exc}", level=LogLevel.ERROR)
+            finish(run, RunResult.FAILED, f"{run.get_kind_display()} failed: {exc}")
+
+
+def _progress(
+    run: JobRun, throttle: Throttle, done: int, total: int, *, force: bool = False
+) -> None:
+    if not throttle.ready(force=force):
+        return
+    JobRun.objects.filter(pk=run.pk).update(bytes_done=done, bytes_total=total)
+    publish_run(run.pk)
+
+
+def _verify(run: JobRun, repository: Repository, engine: EngineRepository) -> None:
+    deep = bool(run.options.get("deep"))
+    added, _ = import_catalog(repository, engine)
+    if added:
+        log(run, f"{added} restore point(s) found in the repository were added to the catalog.")
+    points = RestorePoint.objects.filter(repository=repository).order_by("created_at")
+    if run.options.get("restore_point"):
+        points = points.filter(pk=run.options["restore_point"])
+    checker = ChunkChecker(engine, deep=deep)
+    total = sum(p.logical_bytes for p in points)
+    throttle, base, corrupt = Throttle(1.0), 0, 0
+    for point in points:
+        if run.cancel_requested:
+            break
+
+        def report(done: int, _total: int, offset: int = base) -> None:
+            _progress(run, throttle, offset + done, total)
+
+        result = verify_point(engine, point.manifest_path, checker, progress=report)
+        base += point.logical_bytes
+        ranges = {p.device_key: p.ranges for p in result.problems}
+        for disk in point.disks.all():
+            disk.corrupt_ranges = [list(r) for r in ranges.get(disk.device_key, [])]
+            disk.save(update_fields=["corrupt_ranges"])
+        if result.ok:
+            point.state, point.verify_error = RestorePointState.VERIFIED, ""
+        else:
+            corrupt += 1
+            reasons = [result.manifest_error] + [r for p in result.problems for r in p.reasons]
+            point.state = RestorePointState.CORRUPT
+            point.verify_error = "; ".join(r for r in reasons if r)[:2000]
+            log(run, f"{point}: {point.verify_error}", level=LogLevel.ERROR)
+        point.verified_at = timezone.now()
+        point.save(update_fields=["state", "verify_error", "verified_at"])
+    _progress(run, throttle, total, total, force=True)
+    mode = "Deep" if deep else "Fast"
+    with transaction.atomic():
+        if corrupt:
+            finish(run, RunResult.FAILED, f"{mode} verify: {corrupt} of {points.count()} corrupt.")
+        else:
+            finish(
+                run, RunResult.SUCCEEDED, f"{mode} verify: {points.count()} restore point(s) ok."
+            )
+
+
+def _gc(run: JobRun, repository: Repository, engine: EngineRepository) -> None:
+    result = collect_garbage(engine)
+    used = sum(info.size for info in engine.backend.list(""))
+    Repository.objects.filter(pk=repository.pk).update(
+        used_bytes=used, usage_updated_at=timezone.now()
+    )
+    with transaction.atomic():
+        log(run, f"Marked {result.marked} objects of {result.points} restore point(s).")
+        finish(
+            run,
+            RunResult.SUCCEEDED,
+            f"Removed {result.swept_objects} unreferenced object(s), "
+            f"{result.swept_bytes} bytes; {result.kept_young} too young to remove.",
+        )
+
+
+def _prune(run: JobRun, repository: Repository, engine: EngineRepository) -> None:
+    policies = ProtectionPolicy.objects.filter(repository=repository)
+    if run.options.get("policy"):
+        policies = policies.filter(pk=run.options["policy"])
+    removed = 0
+    for policy in policies:
+        rules = retention_of(policy)
+        for vm_key in policy_vm_keys(policy):
+            protected = set(
+                RestorePoint.objects.filter(
+                    repository=repository, vm_key=vm_key, protected=True
+                ).values_list("point_id", flat=True)
+            )
+            decisions = prune_vm(engine, vm_key, rules, now=timezone.now(), protected=protected)
+            gone = [d.point.id for d in decisions if d.mark == Mark.REMOVE]
+            RestorePoint.objects.filter(repository=repository, point_id__in=gone).delete()
+            removed += len(gone)
+            if gone:
+                log(run, f"{policy.name} / {vm_key}: removed {len(gone)} restore point(s).")
+    with transaction.atomic():
+        finish(
+            run,
+            RunResult.SUCCEEDED,
+            f"Pruned {removed} restore point(s); the next garbage collection frees their data.",
+        )
