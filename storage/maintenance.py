@@ -10,8 +10,9 @@ from jobs.choices import LogLevel, RunKind, RunResult, RunState
 from jobs.models import JobRun, ProtectionPolicy
 from jobs.progress import Throttle, publish_run
 from jobs.runstate import begin, finish, log, set_state
-from storage.catalog import import_catalog
+from storage.catalog import import_catalog, record_manifest
 from storage.choices import RestorePointState
+from storage.engine.copy import copy_point
 from storage.engine.gc import collect_garbage
 from storage.engine.prune import Mark
 from storage.engine.repository import Repository as EngineRepository
@@ -35,9 +36,13 @@ def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
         engine = open_repository(repository)
         with transaction.atomic():
             set_state(run, RunState.WORKING)
-        {RunKind.VERIFY: _verify, RunKind.GC: _gc, RunKind.PRUNE: _prune}[RunKind(run.kind)](
-            run, repository, engine
-        )
+        jobs = {
+            RunKind.VERIFY: _verify,
+            RunKind.GC: _gc,
+            RunKind.PRUNE: _prune,
+            RunKind.COPY: _copy,
+        }
+        jobs[RunKind(run.kind)](run, repository, engine)
     except Exception as exc:  # the run must end with the reason, whatever went wrong
         with transaction.atomic():
             log(run, f"{type(exc).__name__}: {exc}", level=LogLevel.ERROR)
@@ -138,4 +143,38 @@ def _prune(run: JobRun, repository: Repository, engine: EngineRepository) -> Non
             run,
             RunResult.SUCCEEDED,
             f"Pruned {removed} restore point(s); the next garbage collection frees their data.",
+        )
+
+
+def _copy(run: JobRun, repository: Repository, engine: EngineRepository) -> None:
+    """Secondary copy (AuxCopy): points the target lacks, sending only chunks it lacks."""
+    target = Repository.objects.get(pk=run.options["target"])
+    target_engine = open_repository(target)
+    present = set(target.restore_points.values_list("point_id", flat=True))
+    points = RestorePoint.objects.filter(repository=repository).order_by("created_at")
+    if run.options.get("restore_point"):
+        points = points.filter(pk=run.options["restore_point"])
+    todo = [p for p in points if p.point_id not in present]
+    total = sum(p.logical_bytes for p in todo)
+    throttle, base, sent, copied = Throttle(1.0), 0, 0, 0
+    for point in todo:
+        if run.cancel_requested:
+            break
+        manifest = engine.read_manifest(point.manifest_path)
+
+        def report(done: int, _total: int, offset: int = base) -> None:
+            _progress(run, throttle, offset + done, total)
+
+        result = copy_point(engine, target_engine, manifest, progress=report)
+        record_manifest(target, target_engine.read_manifest(manifest.key))
+        base += point.logical_bytes
+        sent += result.bytes_sent
+        copied += 1
+        log(run, f"{point}: {result.chunks_sent} chunk(s) sent, {result.chunks_present} present.")
+    _progress(run, throttle, total, total, force=True)
+    with transaction.atomic():
+        finish(
+            run,
+            RunResult.SUCCEEDED,
+            f"Copied {copied} restore point(s) to {target.name} ({sent} bytes sent).",
         )

@@ -129,6 +129,15 @@ class VerifyRequestSerializer(serializers.Serializer):
     )
 
 
+class CopyRequestSerializer(serializers.Serializer):
+    target = serializers.PrimaryKeyRelatedField(
+        queryset=Repository.objects.all(),
+        error_messages={"does_not_exist": "Repository {pk_value} does not exist."},
+        help_text="The repository that receives the copies (it may use other keys).",
+    )
+    restore_point = serializers.IntegerField(required=False)
+
+
 class PruneRequestSerializer(serializers.Serializer):
     policy = serializers.IntegerField(
         required=False, help_text="Only this policy's restore points (default: all policies)."

@@ -10,10 +10,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from backupconsole.api.viewsets import ReadOnlyViewSet, ServiceModelViewSet
+from backupconsole.errors import ActionRefused
 from jobs.api.serializers import JobRunSerializer
 from jobs.choices import RunKind
 from storage import services
 from storage.api.serializers import (
+    CopyRequestSerializer,
     ProtectSerializer,
     PruneRequestSerializer,
     RepositorySerializer,
@@ -38,7 +40,7 @@ class RepositoryViewSet(ServiceModelViewSet):
     serializer_class = RepositorySerializer
     filterset_class = RepositoryFilterSet
     ordering_fields = ["name", "used_bytes", "created_at"]
-    extra_actions = {"verify": "run", "gc": "run", "prune": "run"}
+    extra_actions = {"verify": "run", "gc": "run", "prune": "run", "copy": "run"}
 
     def service_create(self, data: dict[str, Any]) -> Repository:
         secret = data.pop("secret", "")
@@ -88,6 +90,20 @@ class RepositoryViewSet(ServiceModelViewSet):
         body = PruneRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         return self._job(request, RunKind.PRUNE, dict(body.validated_data))
+
+    @extend_schema(request=CopyRequestSerializer, responses={202: JobRunSerializer})
+    @action(detail=True, methods=["post"])
+    def copy(self, request: Request, pk: str | None = None) -> Response:
+        """Copy restore points to another repository (secondary copy), as a run."""
+        body = CopyRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        target = body.validated_data["target"]
+        if target.pk == self.get_object().pk:
+            raise ActionRefused("Copy to another repository.", field="target")
+        options: dict[str, Any] = {"target": target.pk}
+        if "restore_point" in body.validated_data:
+            options["restore_point"] = body.validated_data["restore_point"]
+        return self._job(request, RunKind.COPY, options)
 
 
 class RestorePointViewSet(mixins.DestroyModelMixin, ReadOnlyViewSet):

@@ -66,6 +66,7 @@ class _Counters:
     read_seconds: float = 0.0
     process_seconds: float = 0.0
     store_seconds: float = 0.0
+    compacted_windows: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, **values: float) -> None:
@@ -235,6 +236,41 @@ class DiskWriter:
             )
         )
 
+    def _compact(self, entries: list[Entry], size: int) -> list[Entry]:
+        """Rewrite fragmented windows as one full chunk, from the repository (never the source).
+
+        Entries never cross an aligned window (writes are split at windows), so each window is
+        rebuilt from its own entries; many incrementals then keep restore reads large.
+        """
+        windows: dict[int, list[Entry]] = {}
+        for entry in entries:
+            windows.setdefault(entry.offset // self.chunk_size, []).append(entry)
+        out: list[Entry] = []
+        for number, items in sorted(windows.items()):
+            if len(items) <= FRAGMENTED:
+                out.extend(items)
+                continue
+            start = number * self.chunk_size
+            end = min(start + self.chunk_size, size)
+            window = bytearray(end - start)
+            chunks: dict[bytes, bytes] = {}
+            for e in items:
+                if e.digest not in chunks:
+                    chunks[e.digest] = self.repo.get_chunk(e.digest)
+                piece = chunks[e.digest][e.chunk_offset : e.chunk_offset + e.length]
+                window[e.offset - start : e.end - start] = piece
+            data = bytes(window)
+            if data == self._zero[: len(data)]:
+                continue
+            digest, stored, written = self.store.store(KIND_CHUNK, data)
+            self.counters.add(
+                stored_bytes=stored,
+                new_chunk_bytes=len(data) if written else 0,
+                compacted_windows=1,
+            )
+            out.append(Entry(start, len(data), 0, digest))
+        return out
+
     def _build_index(
         self, size: int, entries: list[Entry], replaced: list[Range] | None
     ) -> DiskIndex:
@@ -267,7 +303,7 @@ class DiskWriter:
                 old = cut(old, [(page_end, max(page_end, self.parent.size))])  # shrunk disks
                 in_page = normalize(replaced, limit=page_end)
                 in_page = [(max(s, page_start), e) for s, e in in_page if e > page_start]
-                page_entries = overlay(old, in_page, page_entries)
+                page_entries = self._compact(overlay(old, in_page, page_entries), size)
             if not page_entries:
                 pages.append(ZERO_DIGEST)
                 continue
@@ -275,6 +311,10 @@ class DiskWriter:
             self.counters.add(stored_bytes=stored)
             pages.append(digest)
         return DiskIndex(size, span, tuple(pages))
+
+
+# A chunk window described by more entries than this is rewritten as one chunk (compaction).
+FRAGMENTED = 16
 
 
 def write_restore_point(

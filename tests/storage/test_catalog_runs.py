@@ -202,3 +202,24 @@ def test_a_second_maintenance_run_of_a_kind_is_refused_while_one_is_queued(api, 
     assert api.post(f"{URL}{repository.pk}/gc/").status_code == 202
     response = api.post(f"{URL}{repository.pk}/gc/")
     assert response.status_code == 400 and "already active" in response.data["non_field_errors"][0]
+
+
+def test_copy_run_sends_points_to_a_secondary_repository(api, repository, image, tmp_path):
+    vm = VirtualMachineFactory()
+    manifest = _write(repository, vm, image)
+    call_command("import_repository", repository.name)
+    body = {
+        "name": "offsite",
+        "kind": "filesystem",
+        "location": str(tmp_path / "offsite"),
+        "passphrase": "another passphrase",
+    }
+    target = api.post(URL, body, format="json").data
+    run = _run_job(api, f"{URL}{repository.pk}/copy/", {"target": target["id"]})
+    assert run.result == RunResult.SUCCEEDED and "Copied 1" in run.reason
+    copied = RestorePoint.objects.get(repository_id=target["id"])
+    assert copied.point_id == manifest.id and copied.vm == vm
+    again = _run_job(api, f"{URL}{repository.pk}/copy/", {"target": target["id"]})
+    assert "Copied 0" in again.reason  # nothing left to send
+    same = api.post(f"{URL}{repository.pk}/copy/", {"target": repository.pk}, format="json")
+    assert same.status_code == 400 and "another repository" in same.data["target"][0]
