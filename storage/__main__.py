@@ -5,6 +5,7 @@ No database and no console: when both are lost, this still lists, verifies and r
     python -m storage list REPO
     python -m storage verify REPO [--deep] [--point ID]
     python -m storage restore REPO POINT DISK TARGET
+    python -m storage export-key REPO
     python -m storage passwd REPO
 
 REPO is a directory or s3://bucket/prefix (with --endpoint, AWS_ACCESS_KEY_ID and
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 
@@ -96,6 +98,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_key(args: argparse.Namespace) -> int:
+    repo = _open(args)  # proves the passphrase opens it before anything is printed
+    print(json.dumps(repo.export_key(), indent=1, sort_keys=True))
+    return 0
+
+
 def cmd_passwd(args: argparse.Namespace) -> int:
     repo = _open(args)
     new = getpass.getpass("New passphrase: ")
@@ -126,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("disk")
     p.add_argument("target")
     p.set_defaults(func=cmd_restore)
+    p = sub.add_parser("export-key", help="print the wrapped key (keep it apart from the data)")
+    p.add_argument("repository")
+    p.set_defaults(func=cmd_export_key)
     p = sub.add_parser("passwd", help="change the passphrase")
     p.add_argument("repository")
     p.set_defaults(func=cmd_passwd)

@@ -142,7 +142,11 @@ def restore_disk(
             try:
                 data = repo.get_chunk(entry.digest)
                 view = memoryview(data)[entry.chunk_offset : entry.chunk_offset + entry.length]
-                written = _write_sparse(fd, view, entry.offset)
+                if device:  # a device holds old data: every byte must be written
+                    os.pwrite(fd, view, entry.offset)
+                    written = len(view)
+                else:
+                    written = _write_sparse(fd, view, entry.offset)
                 with lock:
                     stats.bytes_written += written
                     stats.chunks_read += 1
@@ -158,13 +162,24 @@ def restore_disk(
                 done += entry.length
                 if progress:
                     progress(done, index.size)
-                futures = [f for f in futures if not f.done() or f.result()]
+                futures = _reap(futures)
             for future in futures:
                 future.result()
         os.fsync(fd)
     finally:
         os.close(fd)
     return stats
+
+
+def _reap(futures: list[Future[None]]) -> list[Future[None]]:
+    """Drop finished futures, re-raising a failed one's error at once."""
+    pending = []
+    for future in futures:
+        if future.done():
+            future.result()
+        else:
+            pending.append(future)
+    return pending
 
 
 def _zero_gaps(fd: int, image: DiskImage) -> None:

@@ -48,6 +48,9 @@ def test_stand_alone_list_verify_restore(tmp_path):
     restored = _cli("restore", str(tmp_path / "repo"), point.id, "vda", str(target))
     assert restored.returncode == 0, restored.stderr
     assert sha256(target) == sha256(image)
+    exported = _cli("export-key", str(tmp_path / "repo"))
+    assert exported.returncode == 0 and '"kdf": "scrypt"' in exported.stdout
+    assert "pw" not in exported.stdout.split()
     wrong = _cli("list", str(tmp_path / "repo"), passphrase="nope")
     assert wrong.returncode == 2 and "wrong passphrase" in wrong.stderr
     missing = _cli("restore", str(tmp_path / "repo"), "no-such-point", "vda", str(target))

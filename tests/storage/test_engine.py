@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import blake3
@@ -193,3 +194,48 @@ def test_fragmented_windows_are_compacted_from_the_repository(repo, tmp_path):
             assert len(in_window) <= FRAGMENTED + 2
     restore_disk(repo, point, "vda", tmp_path / "r.raw")
     assert sha256(tmp_path / "r.raw") == sha256(image)
+
+
+def test_writer_reports_progress_and_stage_busy_times(repo, images):
+    base, _, _ = images
+    updates = []
+    with FileSource(base) as source:
+        write_restore_point(
+            repo,
+            vm_key="vm-1",
+            vm_name="vm",
+            disks=[DiskInput("vda", source)],
+            progress=updates.append,
+        )
+    assert updates and updates[-1].bytes_done == updates[-1].bytes_total > 0
+    done = [u.bytes_done for u in updates]
+    assert done == sorted(done)
+    last = updates[-1]
+    assert last.read_seconds > 0 and last.process_seconds > 0 and last.store_seconds > 0
+    assert last.elapsed >= last.read_seconds * 0.5
+
+
+@pytest.fixture
+def loop_device(tmp_path):
+    backing = tmp_path / "device.img"
+    with open(backing, "wb") as handle:
+        handle.write(b"\xff" * SIZE)  # old data the restore must overwrite, holes included
+    result = subprocess.run(
+        ["losetup", "--find", "--show", str(backing)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        message = f"a loop device needs root: {result.stderr.strip()}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    device = result.stdout.strip()
+    yield device, backing
+    subprocess.run(["losetup", "--detach", device], check=False)
+
+
+def test_restore_to_a_block_device_zeroes_what_was_a_hole(repo, images, loop_device):
+    base, _, _ = images
+    device, backing = loop_device
+    point = _backup(repo, base)
+    restore_disk(repo, point, "vda", device)
+    assert sha256(backing) == sha256(base)
