@@ -283,4 +283,7 @@ CONNECTION_TEST_TIMEOUT_SECONDS = env.get_int(
 
 CELERY_BEAT_SCHEDULE = {
     "dispatch-due-schedules": {"task": "jobs.tasks.dispatch_schedules", "schedule": 60.0},
+    "reap-lost-runs": {"task": "jobs.tasks.reap_lost_runs", "schedule": 30.0},
+    "sweep-artifacts": {"task": "jobs.tasks.sweep_artifacts", "schedule": 120.0},
+    "sync-inventory": {"task": "inventory.tasks.sync_all", "schedule": 900.0},
 }

@@ -1,20 +1,141 @@
-"""Registry of hypervisor connectors, one per connection kind.
+"""The hypervisor adapter interface, one for vSphere, Hyper-V, XenServer/XCP-ng and KVM.
 
-Each connector implements the adapter interface (inventory discovery, snapshots, change tracking,
-block sources, restore targets). A kind without a registered connector cannot be backed up yet,
-and runs say so for each VM instead of failing silently.
+A connector discovers a connection's inventory, says what it can do, and makes **backup
+snapshots**: a context manager that records every artifact it creates (snapshot, checkpoint,
+scratch file, export) *before* creating it, and removes them on exit whatever happened. Inside,
+each disk offers a block source (reading the point-in-time data through a named transport) and
+its changed extents since a change-tracking token, or a typed "tracking lost" answer.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-_REGISTRY: dict[str, Any] = {}
+from storage.engine.source import BlockSource
 
 
-def register(kind: str, connector: Any) -> None:
+@dataclass(frozen=True)
+class Capabilities:
+    change_tracking: bool
+    quiesce: bool
+    transports: tuple[str, ...]
+
+
+@dataclass
+class DiscoveredObject:
+    external_id: str
+    kind: str  # inventory.choices.ObjectKind
+    name: str
+    parent: str | None = None  # external id of the parent object
+
+
+@dataclass
+class DiscoveredDisk:
+    device_key: str
+    capacity_bytes: int
+    label: str = ""
+    location: str = ""
+    mode: str = "persistent"  # inventory.choices.DiskMode
+    datastore: str | None = None  # external id
+
+
+@dataclass
+class DiscoveredVM:
+    external_id: str
+    name: str
+    instance_uuid: str = ""
+    power_state: str = "unknown"
+    guest_os: str = ""
+    cpus: int = 1
+    memory_mib: int = 0
+    datacenter: str | None = None
+    cluster: str | None = None
+    host: str | None = None
+    folder: str | None = None
+    tags: list[str] = field(default_factory=list)
+    disks: list[DiscoveredDisk] = field(default_factory=list)
+
+
+@dataclass
+class InventorySnapshot:
+    objects: list[DiscoveredObject]
+    vms: list[DiscoveredVM]
+
+
+@dataclass(frozen=True)
+class TrackingLost:
+    """Change tracking cannot answer: the disk must be read in full, and this says why."""
+
+    reason: str
+
+
+class SnapshotDisk(Protocol):
+    device_key: str
+    size: int
+    # The change-tracking token of this snapshot, to pass as ``since`` next time.
+    token: str
+
+    def source(self, transport: str | None = None) -> BlockSource: ...
+
+    def changes_since(self, token: str) -> list[tuple[int, int]] | TrackingLost: ...
+
+
+class BackupSnapshot(Protocol):
+    consistency: str  # "application" or "crash"
+    consistency_note: str  # why crash-consistent, when it is
+    vm_config: dict[str, Any]
+    disks: dict[str, SnapshotDisk]
+
+    def keep_tracking(self) -> None:
+        """Called once the restore point is committed: the new tokens become the base."""
+        ...
+
+
+# Records an artifact before it is created; returns a handle to forget it once removed.
+RecordArtifact = Callable[[str, dict[str, Any]], Callable[[], None]]
+
+
+class Connector(Protocol):
+    kind: str
+
+    def capabilities(self, connection: Any) -> Capabilities: ...
+
+    def discover(self, connection: Any) -> InventorySnapshot: ...
+
+    def backup_snapshot(
+        self, connection: Any, vm: Any, *, quiesce: bool, record: RecordArtifact
+    ) -> AbstractContextManager[BackupSnapshot]: ...
+
+    def remove_artifact(self, connection: Any, kind: str, data: dict[str, Any]) -> None:
+        """Remove a leftover (the sweeper calls this for artifacts of crashed proxies)."""
+        ...
+
+
+_REGISTRY: dict[str, Connector] = {}
+
+
+def register(kind: str, connector: Connector) -> None:
     _REGISTRY[kind] = connector
 
 
-def get_connector(kind: str) -> Any | None:
+def get_connector(kind: str) -> Connector | None:
+    _load_builtin()
     return _REGISTRY.get(kind)
+
+
+def _load_builtin() -> None:
+    if _REGISTRY:
+        return
+    try:
+        from inventory.kvm.connector import KVMConnector
+    except ImportError:  # the libvirt binding is optional outside KVM proxies
+        return
+    register("kvm", KVMConnector())
+
+
+def iter_kinds() -> Iterator[str]:
+    _load_builtin()
+    yield from _REGISTRY

@@ -7,17 +7,23 @@ whose hypervisor kind has no connector yet fails with that reason rather than be
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.db import transaction
 from django.utils import timezone
 
 from inventory.adapters import get_connector
 from inventory.models import Proxy, VirtualMachine
+from jobs.backup import back_up_vm
 from jobs.choices import LogLevel, RunResult, RunState, TaskKind, TaskState
 from jobs.models import JobRun, ProtectionPolicy, RunTask
 from jobs.progress import publish_run
 from jobs.runstate import begin, cancelled, finish, log, set_state
 from jobs.selection import resolve_selection
 from jobs.services import refresh_members
+from storage.engine.repository import Repository as EngineRepository
+from storage.engine.writer import Cancelled
+from storage.engine_access import open_repository
 
 
 def _build_tree(run: JobRun, vms: list[VirtualMachine]) -> list[RunTask]:
@@ -43,20 +49,55 @@ def _build_tree(run: JobRun, vms: list[VirtualMachine]) -> list[RunTask]:
     return vm_tasks
 
 
-def _back_up_vm(run: JobRun, task: RunTask) -> None:
+def _back_up_vm(run: JobRun, task: RunTask, engine: Callable[[], EngineRepository | None]) -> None:
     vm = task.vm
     assert vm is not None
     task.state, task.started_at = TaskState.RUNNING, timezone.now()
     task.save(update_fields=["state", "started_at"])
+    publish_run(run.pk)
     connector = get_connector(vm.connection.kind)
+    reason = ""
     if connector is None:
         reason = f"No connector for {vm.connection.get_kind_display()} is available yet."
-        task.state, task.message, task.finished_at = TaskState.FAILED, reason, timezone.now()
-        task.save(update_fields=["state", "message", "finished_at"])
+    elif (repository := engine()) is None:
+        reason = "The repository cannot be opened."
+    else:
+        try:
+            point = back_up_vm(run, task, connector, repository)
+        except Cancelled:
+            reason = "Cancelled by a user."
+            task.state = TaskState.CANCELLED
+        except Exception as exc:  # a VM's failure is reported; the run goes on with the next
+            reason = f"{type(exc).__name__}: {exc}"
+        else:
+            task.state, task.message = TaskState.SUCCEEDED, f"Restore point {point.point_id}"
+    if reason:
+        if task.state != TaskState.CANCELLED:
+            task.state = TaskState.FAILED
+        task.message = reason
         task.children.filter(state=TaskState.PENDING).update(state=TaskState.CANCELLED)
+        task.children.filter(state=TaskState.RUNNING).update(state=task.state)
         log(run, f"{vm.name}: {reason}", level=LogLevel.ERROR, task=task)
-        return
-    connector.back_up(run=run, task=task)
+    task.finished_at = timezone.now()
+    task.save(update_fields=["state", "message", "finished_at"])
+    publish_run(run.pk)
+
+
+def _repository_opener(run: JobRun) -> Callable[[], EngineRepository | None]:
+    """Opens the policy's repository on first use (once), logging why when it cannot."""
+    opened: list[EngineRepository | None] = []
+
+    def get() -> EngineRepository | None:
+        if not opened:
+            assert run.policy is not None
+            try:
+                opened.append(open_repository(run.policy.repository))
+            except Exception as exc:
+                log(run, f"Repository {run.policy.repository}: {exc}", level=LogLevel.ERROR)
+                opened.append(None)
+        return opened[0]
+
+    return get
 
 
 def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
@@ -85,17 +126,21 @@ def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
         tasks = _build_tree(run, vms)
         log(run, f"{len(vms)} virtual machine(s) selected.")
         set_state(run, RunState.WORKING)
+    engine = _repository_opener(run)
     for task in tasks:
+        if cancelled(run):
+            break
+        _back_up_vm(run, task, engine)
+    if cancelled(run):
         with transaction.atomic():
-            if cancelled(run):
-                RunTask.objects.filter(run=run, state=TaskState.PENDING).update(
-                    state=TaskState.CANCELLED
-                )
-                finish(run, RunResult.CANCELLED, "Cancelled by a user.")
-                return
-            _back_up_vm(run, task)
-            transaction.on_commit(lambda: publish_run(run.pk))
+            RunTask.objects.filter(run=run, state=TaskState.PENDING).update(
+                state=TaskState.CANCELLED
+            )
+            finish(run, RunResult.CANCELLED, "Cancelled by a user.")
+        return
     failed = sum(1 for t in tasks if RunTask.objects.get(pk=t.pk).state == TaskState.FAILED)
+    if failed < len(tasks):
+        _post_process(run)
     with transaction.atomic():
         if failed == len(tasks):
             finish(run, RunResult.FAILED, f"All {failed} virtual machine(s) failed.")
@@ -103,3 +148,18 @@ def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
             finish(run, RunResult.WARNING, f"{failed} of {len(tasks)} virtual machine(s) failed.")
         else:
             finish(run, RunResult.SUCCEEDED, f"{len(tasks)} virtual machine(s) backed up.")
+
+
+def _post_process(run: JobRun) -> None:
+    """Retention after a successful backup, then the secondary copy: visible, as phases."""
+    from storage import maintenance
+
+    with transaction.atomic():
+        set_state(run, RunState.POST_PROCESSING)
+    assert run.policy is not None
+    try:
+        maintenance.prune_policy(run, run.policy)
+        if run.policy.copy_repository_id:
+            maintenance.copy_new_points(run, run.policy)
+    except Exception as exc:
+        log(run, f"Post-processing: {type(exc).__name__}: {exc}", level=LogLevel.WARNING)

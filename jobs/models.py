@@ -248,3 +248,39 @@ class RunLog(models.Model):
 
     def __str__(self) -> str:
         return self.message[:80]
+
+
+class SnapshotArtifact(models.Model):
+    """Something a backup created on a hypervisor (snapshot, checkpoint, scratch file, export).
+
+    Written *before* the artifact is created and marked removed after its cleanup, so one that a
+    crashed proxy left behind is found and removed by the sweeper.
+    """
+
+    connection = models.ForeignKey(
+        "inventory.Connection", on_delete=models.CASCADE, related_name="artifacts"
+    )
+    vm = models.ForeignKey(
+        "inventory.VirtualMachine",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    run = models.ForeignKey(
+        JobRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="artifacts"
+    )
+    kind = models.CharField(max_length=32)
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+    removed_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    note = models.TextField(blank=True, help_text="Who removed it and why, or why it could not be.")
+
+    objects = RestrictedQuerySet.as_manager()
+    restrict_through = "connection"
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on {self.connection}"

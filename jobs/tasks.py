@@ -47,3 +47,19 @@ def dispatch_schedules() -> int:
                 # every backup product; the run log of the active run shows it continues.
                 pass
     return fired
+
+
+@shared_task
+def reap_lost_runs() -> int:
+    """Fail runs whose proxy stopped sending heartbeats (a worker killed mid-run)."""
+    from jobs.sweeper import fail_lost_runs
+
+    return fail_lost_runs()
+
+
+@shared_task
+def sweep_artifacts() -> int:
+    """Remove hypervisor artifacts (snapshots, checkpoints, exports) left by ended runs."""
+    from jobs.sweeper import sweep
+
+    return sweep()

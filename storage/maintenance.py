@@ -119,25 +119,34 @@ def _gc(run: JobRun, repository: Repository, engine: EngineRepository) -> None:
         )
 
 
+def prune_policy(
+    run: JobRun, policy: ProtectionPolicy, engine: EngineRepository | None = None
+) -> int:
+    """Apply one policy's retention in its repository; returns how many points went."""
+    repository = policy.repository
+    engine = engine or open_repository(repository)
+    rules = retention_of(policy)
+    removed = 0
+    for vm_key in policy_vm_keys(policy):
+        protected = set(
+            RestorePoint.objects.filter(
+                repository=repository, vm_key=vm_key, protected=True
+            ).values_list("point_id", flat=True)
+        )
+        decisions = prune_vm(engine, vm_key, rules, now=timezone.now(), protected=protected)
+        gone = [d.point.id for d in decisions if d.mark == Mark.REMOVE]
+        RestorePoint.objects.filter(repository=repository, point_id__in=gone).delete()
+        removed += len(gone)
+        if gone:
+            log(run, f"{policy.name} / {vm_key}: retention removed {len(gone)} restore point(s).")
+    return removed
+
+
 def _prune(run: JobRun, repository: Repository, engine: EngineRepository) -> None:
     policies = ProtectionPolicy.objects.filter(repository=repository)
     if run.options.get("policy"):
         policies = policies.filter(pk=run.options["policy"])
-    removed = 0
-    for policy in policies:
-        rules = retention_of(policy)
-        for vm_key in policy_vm_keys(policy):
-            protected = set(
-                RestorePoint.objects.filter(
-                    repository=repository, vm_key=vm_key, protected=True
-                ).values_list("point_id", flat=True)
-            )
-            decisions = prune_vm(engine, vm_key, rules, now=timezone.now(), protected=protected)
-            gone = [d.point.id for d in decisions if d.mark == Mark.REMOVE]
-            RestorePoint.objects.filter(repository=repository, point_id__in=gone).delete()
-            removed += len(gone)
-            if gone:
-                log(run, f"{policy.name} / {vm_key}: removed {len(gone)} restore point(s).")
+    removed = sum(prune_policy(run, policy, engine) for policy in policies)
     with transaction.atomic():
         finish(
             run,
@@ -146,14 +155,12 @@ def _prune(run: JobRun, repository: Repository, engine: EngineRepository) -> Non
         )
 
 
-def _copy(run: JobRun, repository: Repository, engine: EngineRepository) -> None:
-    """Secondary copy (AuxCopy): points the target lacks, sending only chunks it lacks."""
-    target = Repository.objects.get(pk=run.options["target"])
-    target_engine = open_repository(target)
+def copy_points(
+    run: JobRun, source: Repository, target: Repository, points: list[RestorePoint]
+) -> tuple[int, int]:
+    """Copy the points the target lacks, sending only chunks it lacks. (copied, bytes sent)"""
+    engine, target_engine = open_repository(source), open_repository(target)
     present = set(target.restore_points.values_list("point_id", flat=True))
-    points = RestorePoint.objects.filter(repository=repository).order_by("created_at")
-    if run.options.get("restore_point"):
-        points = points.filter(pk=run.options["restore_point"])
     todo = [p for p in points if p.point_id not in present]
     total = sum(p.logical_bytes for p in todo)
     throttle, base, sent, copied = Throttle(1.0), 0, 0, 0
@@ -166,12 +173,32 @@ def _copy(run: JobRun, repository: Repository, engine: EngineRepository) -> None
             _progress(run, throttle, offset + done, total)
 
         result = copy_point(engine, target_engine, manifest, progress=report)
-        record_manifest(target, target_engine.read_manifest(manifest.key))
+        record_manifest(target, target_engine.read_manifest(manifest.key), vm=point.vm)
         base += point.logical_bytes
         sent += result.bytes_sent
         copied += 1
         log(run, f"{point}: {result.chunks_sent} chunk(s) sent, {result.chunks_present} present.")
     _progress(run, throttle, total, total, force=True)
+    return copied, sent
+
+
+def copy_new_points(run: JobRun, policy: ProtectionPolicy) -> None:
+    """After a backup: the run's new restore points go to the policy's secondary repository."""
+    assert policy.copy_repository is not None
+    points = list(RestorePoint.objects.filter(run=run))
+    copied, sent = copy_points(run, policy.repository, policy.copy_repository, points)
+    log(
+        run, f"Secondary copy: {copied} restore point(s) to {policy.copy_repository}, {sent} bytes."
+    )
+
+
+def _copy(run: JobRun, repository: Repository, engine: EngineRepository) -> None:
+    """Secondary copy (AuxCopy) as its own run."""
+    target = Repository.objects.get(pk=run.options["target"])
+    points = RestorePoint.objects.filter(repository=repository).order_by("created_at")
+    if run.options.get("restore_point"):
+        points = points.filter(pk=run.options["restore_point"])
+    copied, sent = copy_points(run, repository, target, list(points))
     with transaction.atomic():
         finish(
             run,
