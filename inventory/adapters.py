@@ -106,8 +106,17 @@ class Connector(Protocol):
     def discover(self, connection: Any) -> InventorySnapshot: ...
 
     def backup_snapshot(
-        self, connection: Any, vm: Any, *, quiesce: bool, record: RecordArtifact
-    ) -> AbstractContextManager[BackupSnapshot]: ...
+        self,
+        connection: Any,
+        vm: Any,
+        *,
+        quiesce: bool,
+        record: RecordArtifact,
+        since: dict[str, str],
+    ) -> AbstractContextManager[BackupSnapshot]:
+        """``since``: per disk, the change-tracking token of the restore point to build on
+        (hypervisors such as libvirt need it when the snapshot is taken)."""
+        ...
 
     def remove_artifact(self, connection: Any, kind: str, data: dict[str, Any]) -> None:
         """Remove a leftover (the sweeper calls this for artifacts of crashed proxies)."""

@@ -193,12 +193,14 @@ def back_up_vm(
         if t.disk is not None
     }
     parent = parent_point(policy.repository, engine, vm)
+    since = {d.device_key: d.change_token for d in parent.disks if d.change_token} if parent else {}
     snapshot_task = _phase(run, vm_task, Phase.SNAPSHOT, 100)
     with connector.backup_snapshot(
         vm.connection,
         vm,
         quiesce=options["consistency"] == "application",
         record=_recorder(run, vm),
+        since=since,
     ) as snapshot:
         _end(snapshot_task, message=snapshot.consistency_note)
         if snapshot.consistency != "application":
