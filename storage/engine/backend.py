@@ -64,3 +64,7 @@ class Backend(Protocol):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (a directory-like prefix ending in /)."""
         ...
+
+    def flush(self) -> None:
+        """Make every object put so far durable (called before a manifest commits them)."""
+        ...

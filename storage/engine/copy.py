@@ -85,5 +85,6 @@ def copy_point(
                 new_unique_bytes=result.bytes_sent,
             ),
         )
+        target.backend.flush()
         target.write_manifest(copy)
     return result

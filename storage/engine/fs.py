@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
 import os
 import secrets
@@ -25,6 +27,27 @@ def _error(exc: OSError, what: str) -> BackendError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return StorageFull(f"No space left on the repository's filesystem while {what}.")
     return BackendError(f"{what}: {exc.strerror or exc}")
+
+
+def _syncfs(path: Path) -> None:
+    """Flush one filesystem (syncfs(2)); falls back to sync(2) where libc lacks it."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc is not None and _libc.syncfs(fd) == 0:
+            return
+        os.sync()
+    finally:
+        os.close(fd)
+
+
+try:
+    _libc: ctypes.CDLL | None = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+except OSError:
+    _libc = None
+
+# Content-addressed objects: many are written, and losing an unreferenced one is harmless, so
+# they are synced in one syncfs before the manifest that references them (see flush()).
+_BATCHED = ("chunks/", "indexes/")
 
 
 class FilesystemBackend:
@@ -59,7 +82,8 @@ class FilesystemBackend:
                 while view:
                     written = os.write(fd, view)
                     view = view[written:]
-                os.fsync(fd)
+                if not key.startswith(_BATCHED):
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             if retain_until is not None:
@@ -73,7 +97,8 @@ class FilesystemBackend:
                     tmp.unlink(missing_ok=True)
             else:
                 os.replace(tmp, path)
-            self._fsync_dir(path.parent)
+            if not key.startswith(_BATCHED):
+                self._fsync_dir(path.parent)
             return True
         except OSError as exc:
             tmp.unlink(missing_ok=True)
@@ -139,6 +164,13 @@ class FilesystemBackend:
             return
         except OSError as exc:
             raise _error(exc, f"deleting {key}") from exc
+
+    def flush(self) -> None:
+        if self.root.exists():
+            try:
+                _syncfs(self.root)
+            except OSError as exc:
+                raise _error(exc, "flushing the repository to disk") from exc
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base = self._path(prefix.rstrip("/")) if prefix else self.root

@@ -355,6 +355,9 @@ class S3Backend:
                 f"{key} is under an S3 Object Lock legal hold in {self.describe()}"
             ) from denied
 
+    def flush(self) -> None:
+        """Nothing to do: S3 acknowledges a put only once the object is durable."""
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         what = f"listing {prefix or 'the repository'}"
         try:

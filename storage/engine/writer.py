@@ -396,5 +396,6 @@ def write_restore_point(
             immutable_until=repo.retain_until(created),
             stats=stats,
         )
+        repo.backend.flush()  # every chunk and index durable before the manifest names them
         repo.write_manifest(manifest)  # last: its presence commits the restore point
     return manifest
