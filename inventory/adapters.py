@@ -9,7 +9,7 @@ its changed extents since a change-tracking token, or a typed "tracking lost" an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -87,7 +87,9 @@ class BackupSnapshot(Protocol):
     consistency: str  # "application" or "crash"
     consistency_note: str  # why crash-consistent, when it is
     vm_config: dict[str, Any]
-    disks: dict[str, SnapshotDisk]
+
+    @property
+    def disks(self) -> Mapping[str, SnapshotDisk]: ...
 
     def keep_tracking(self) -> None:
         """Called once the restore point is committed: the new tokens become the base."""
