@@ -3,13 +3,16 @@ the next run is incremental, and every restore point restores to the disk at sna
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from inventory import services as inventory_services
-from inventory.kvm.libvirt_env import guest_flush, guest_write, guest_write_zero
+from inventory.kvm.libvirt_env import disk_aliases, guest_flush, guest_write, guest_write_zero
 from inventory.models import VirtualMachine
 from inventory.tasks import sync_connection
 from jobs import engine, services
@@ -23,6 +26,30 @@ from tests.storage.helpers import sha256
 
 pytestmark = pytest.mark.django_db(transaction=True)
 MiB = 1024 * 1024
+
+
+def _kill_9(dom) -> None:
+    """SIGKILL the domain's QEMU, as a host crash would leave it (not libvirt's destroy)."""
+    name = dom.name()
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, PermissionError, NotADirectoryError):
+            continue
+        if (
+            cmdline
+            and b"qemu-system" in cmdline[0]
+            and f"guest={name}".encode() in b",".join(cmdline)
+        ):
+            os.kill(int(proc.name), signal.SIGKILL)
+            break
+    else:
+        raise AssertionError(f"no QEMU process for {name}")
+    for _ in range(100):
+        if not dom.isActive():
+            return
+        time.sleep(0.1)
+    raise AssertionError("libvirt did not notice QEMU died")
 
 
 def _convert(disk: Path, out: Path) -> Path:
@@ -108,3 +135,30 @@ def test_full_then_incremental_of_a_running_vm(world, admin_user, tmp_path):
     assert not SnapshotArtifact.objects.filter(removed_at__isnull=True).exists()
     names = [c.getName() for c in dom.listAllCheckpoints()]
     assert len(names) == 1 and names[0] == disks["sda"].change_token
+
+
+def test_killed_qemu_means_a_full_read_with_the_reason_then_incremental_again(
+    world, admin_user, tmp_path
+):
+    dom, aliases = world["domain"].domain, world["domain"].aliases
+    guest_write(dom, aliases[0], 2 * MiB, MiB, 0x44)
+    assert _run(world["policy"], admin_user).result == RunResult.SUCCEEDED
+    guest_write(dom, aliases[0], 7 * MiB, 64 * 1024, 0x55)
+    guest_flush(dom, aliases[0])
+    _kill_9(dom)  # persistent bitmaps stay marked in-use in the qcow2: inconsistent
+    dom.create()
+    aliases = world["domain"].aliases = disk_aliases(dom)
+    after_crash = _run(world["policy"], admin_user)
+    assert after_crash.result == RunResult.SUCCEEDED, after_crash.reason
+    point = RestorePoint.objects.get(run=after_crash)
+    reasons = {d.device_key: d.full_read_reason for d in point.disks.all()}
+    assert all("unusable" in r or "no longer exists" in r for r in reasons.values()), reasons
+    assert after_crash.logs.filter(message__contains="read in full").exists()
+    # Same chain: the full read stored only what was new.
+    assert point.new_unique_bytes <= 4 * MiB  # the one 4 MiB window the write touched
+    _check_restores(world, point, tmp_path, "after-crash")
+    guest_write(dom, aliases[1], MiB, 64 * 1024, 0x66)
+    healed = _run(world["policy"], admin_user)
+    assert healed.result == RunResult.SUCCEEDED
+    disks = {d.device_key: d for d in RestorePoint.objects.get(run=healed).disks.all()}
+    assert disks["sdb"].full_read_reason == "" and disks["sdb"].read_bytes == 64 * 1024
