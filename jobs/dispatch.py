@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db.models import Count, Q
 
-from inventory.models import Proxy
+from inventory.models import Proxy, VirtualMachine
 from jobs.choices import RunState
 from jobs.models import JobRun
 
@@ -40,3 +40,24 @@ def enqueue_run(run_pk: int) -> None:
     proxy = choose_proxy(run)
     queue = proxy.queue if proxy else settings.CELERY_TASK_DEFAULT_QUEUE
     execute_run.apply_async(args=[run_pk], queue=queue)
+
+
+def choose_proxy_for_vm(vm: VirtualMachine) -> Proxy | None:
+    """The live proxy reaching the VM's connection with the most free task slots."""
+    busy = dict(
+        Proxy.objects.live()
+        .annotate(
+            active=Count(
+                "tasks", filter=Q(tasks__kind="vm", tasks__state__in=["pending", "running"])
+            )
+        )
+        .values_list("pk", "active")
+    )
+    usable = [
+        p
+        for p in Proxy.objects.live().prefetch_related("connections")
+        if not p.connections.all() or vm.connection_id in {c.pk for c in p.connections.all()}
+    ]
+    if not usable:
+        return None
+    return min(usable, key=lambda p: (busy.get(p.pk, 0) / max(p.task_slots, 1), p.name))

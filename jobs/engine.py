@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from inventory.adapters import get_connector
@@ -126,36 +127,70 @@ def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
         tasks = _build_tree(run, vms)
         log(run, f"{len(vms)} virtual machine(s) selected.")
         set_state(run, RunState.WORKING)
-    engine = _repository_opener(run)
+    dispatch_vm_tasks(run, tasks)
+
+
+def dispatch_vm_tasks(run: JobRun, tasks: list[RunTask]) -> None:
+    """Each VM goes to a live proxy that reaches its host; without one, it runs right here."""
+    from jobs.dispatch import choose_proxy_for_vm
+    from jobs.tasks import back_up_vm_task
+
     for task in tasks:
-        if cancelled(run):
-            break
-        _back_up_vm(run, task, engine)
+        assert task.vm is not None
+        proxy = choose_proxy_for_vm(task.vm)
+        if proxy is None:
+            run_vm_task(run.pk, task.pk, proxy=None)
+        else:
+            back_up_vm_task.apply_async(args=[run.pk, task.pk], queue=proxy.queue)
+
+
+def run_vm_task(run_pk: int, task_pk: int, *, proxy: Proxy | None) -> None:
+    with transaction.atomic():
+        task = RunTask.objects.select_for_update().get(pk=task_pk)
+        if task.state != TaskState.PENDING:
+            return  # delivered twice, or already failed by the reaper
+        task.proxy = proxy
+        task.save(update_fields=["proxy"])
+    run = JobRun.objects.select_related("policy__repository").get(pk=run_pk)
     if cancelled(run):
-        with transaction.atomic():
-            RunTask.objects.filter(run=run, state=TaskState.PENDING).update(
-                state=TaskState.CANCELLED
-            )
+        RunTask.objects.filter(Q(pk=task_pk) | Q(parent_id=task_pk)).update(
+            state=TaskState.CANCELLED
+        )
+    else:
+        _back_up_vm(run, task, _repository_opener(run))
+    complete_if_done(run_pk)
+
+
+def complete_if_done(run_pk: int) -> None:
+    """Called as each VM ends; the last one post-processes and finishes the run."""
+    with transaction.atomic():
+        run = JobRun.objects.select_for_update().get(pk=run_pk)
+        if run.state != RunState.WORKING:
+            return
+        vm_tasks = run.tasks.filter(kind=TaskKind.VM)
+        if vm_tasks.filter(state__in=[TaskState.PENDING, TaskState.RUNNING]).exists():
+            return
+        states = list(vm_tasks.values_list("state", flat=True))
+        if run.cancel_requested:
             finish(run, RunResult.CANCELLED, "Cancelled by a user.")
-        return
-    failed = sum(1 for t in tasks if RunTask.objects.get(pk=t.pk).state == TaskState.FAILED)
-    if failed < len(tasks):
+            return
+        set_state(run, RunState.POST_PROCESSING)
+    failed = states.count(TaskState.FAILED)
+    if failed < len(states):
         _post_process(run)
     with transaction.atomic():
-        if failed == len(tasks):
+        if failed == len(states):
             finish(run, RunResult.FAILED, f"All {failed} virtual machine(s) failed.")
         elif failed:
-            finish(run, RunResult.WARNING, f"{failed} of {len(tasks)} virtual machine(s) failed.")
+            finish(run, RunResult.WARNING, f"{failed} of {len(states)} virtual machine(s) failed.")
         else:
-            finish(run, RunResult.SUCCEEDED, f"{len(tasks)} virtual machine(s) backed up.")
+            finish(run, RunResult.SUCCEEDED, f"{len(states)} virtual machine(s) backed up.")
 
 
 def _post_process(run: JobRun) -> None:
     """Retention after a successful backup, then the secondary copy: visible, as phases."""
     from storage import maintenance
 
-    with transaction.atomic():
-        set_state(run, RunState.POST_PROCESSING)
     assert run.policy is not None
     try:
         maintenance.prune_policy(run, run.policy)

@@ -206,6 +206,14 @@ class RunTask(models.Model):
     disk = models.ForeignKey(
         "inventory.VirtualDisk", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    proxy = models.ForeignKey(
+        "inventory.Proxy",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="tasks",
+        help_text="The proxy that did this VM's work.",
+    )
     state = models.CharField(max_length=16, choices=TaskState.choices, default=TaskState.PENDING)
     message = models.TextField(blank=True)
     position = models.PositiveIntegerField(default=0)

@@ -24,6 +24,13 @@ def execute_run(self, run_pk: int) -> None:  # type: ignore[no-untyped-def]
         maintenance.execute_run(run_pk, proxy=proxy)
 
 
+@shared_task(bind=True)
+def back_up_vm_task(self, run_pk: int, task_pk: int) -> None:  # type: ignore[no-untyped-def]
+    queue = (self.request.delivery_info or {}).get("routing_key")
+    proxy = Proxy.objects.filter(queue=queue).first() if queue else None
+    engine.run_vm_task(run_pk, task_pk, proxy=proxy)
+
+
 @shared_task
 def dispatch_schedules() -> int:
     """Start the runs whose schedules came due; run every minute by the beat scheduler."""

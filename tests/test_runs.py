@@ -30,7 +30,7 @@ def test_run_without_matching_vms_finishes_with_a_warning(admin_user):
 
 
 def test_vm_on_a_hypervisor_without_connector_fails_with_the_reason(admin_user):
-    vm = VirtualMachineFactory(name="web-1")
+    vm = VirtualMachineFactory(name="web-1", connection__kind="hyperv")
     VirtualDiskFactory(vm=vm, device_key="vda")
     VirtualDiskFactory(vm=vm, device_key="sdb", mode="rdm_physical")
     policy = _policy()
@@ -41,7 +41,7 @@ def test_vm_on_a_hypervisor_without_connector_fails_with_the_reason(admin_user):
     assert (run.state, run.result) == (RunState.FINISHED, RunResult.FAILED)
     vm_task = run.tasks.get(kind="vm")
     assert vm_task.state == TaskState.FAILED
-    assert "No connector for KVM / libvirt host" in vm_task.message
+    assert "No connector for Microsoft Hyper-V" in vm_task.message
     disks = {t.name: t for t in vm_task.children.all()}
     assert disks["sdb"].state == TaskState.SKIPPED and "RDM" in disks["sdb"].message
     assert disks["vda"].state == TaskState.CANCELLED
@@ -80,7 +80,7 @@ def test_cancel_of_a_finished_run_is_refused(admin_user, api):
 
 
 def test_run_api_lists_tasks_and_logs_filtered_by_run(admin_user, api):
-    vm = VirtualMachineFactory()
+    vm = VirtualMachineFactory(connection__kind="hyperv")
     policy = _policy()
     policy.vms.set([vm])
     run = services.start_run(policy, trigger=Trigger.MANUAL, acting_user=admin_user)

@@ -31,7 +31,7 @@ def _setup(make_user: Any) -> dict[str, Any]:
     scoped = make_user(
         "sam", "viewer", object_types=["jobs.jobrun"], constraints={"policy__name": "other"}
     )
-    vm = VirtualMachineFactory(name="web-1")
+    vm = VirtualMachineFactory(name="web-1", connection__kind="hyperv")
     VirtualDiskFactory(vm=vm, device_key="vda")
     policy = PolicyFactory(name="nightly")
     policy.vms.set([vm])
