@@ -141,6 +141,8 @@ def dispatch_vm_tasks(run: JobRun, tasks: list[RunTask]) -> None:
         if proxy is None:
             run_vm_task(run.pk, task.pk, proxy=None)
         else:
+            # Assigned now, so the next VM's choice counts it against this proxy's slots.
+            RunTask.objects.filter(pk=task.pk).update(proxy=proxy)
             back_up_vm_task.apply_async(args=[run.pk, task.pk], queue=proxy.queue)
 
 
@@ -178,11 +180,15 @@ def complete_if_done(run_pk: int) -> None:
     failed = states.count(TaskState.FAILED)
     if failed < len(states):
         _post_process(run)
+    first = vm_tasks.filter(state=TaskState.FAILED).first()
+    why = f" First: {first.name}: {first.message}" if first else ""
     with transaction.atomic():
         if failed == len(states):
-            finish(run, RunResult.FAILED, f"All {failed} virtual machine(s) failed.")
+            finish(run, RunResult.FAILED, f"All {failed} virtual machine(s) failed.{why}")
         elif failed:
-            finish(run, RunResult.WARNING, f"{failed} of {len(states)} virtual machine(s) failed.")
+            finish(
+                run, RunResult.WARNING, f"{failed} of {len(states)} virtual machine(s) failed.{why}"
+            )
         else:
             finish(run, RunResult.SUCCEEDED, f"{len(states)} virtual machine(s) backed up.")
 

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from inventory.adapters import get_connector
 from inventory.models import heartbeat_cutoff
-from jobs.choices import LogLevel, RunResult, RunState, TaskState
-from jobs.models import JobRun, SnapshotArtifact
+from jobs.choices import LogLevel, RunResult, RunState, TaskKind, TaskState
+from jobs.models import JobRun, RunTask, SnapshotArtifact
 from jobs.runstate import finish, log
 
 logger = logging.getLogger(__name__)
@@ -21,30 +21,45 @@ ACTIVE = [RunState.STARTING, RunState.WORKING, RunState.POST_PROCESSING]
 
 
 def fail_lost_runs() -> int:
+    """Fail the work of proxies that stopped sending heartbeats; returns runs affected."""
+    from jobs.engine import complete_if_done
+
     cutoff = heartbeat_cutoff()
-    lost = JobRun.objects.filter(state__in=ACTIVE, proxy__isnull=False).filter(
-        Q(proxy__last_heartbeat__lt=cutoff) | Q(proxy__last_heartbeat__isnull=True)
-    )
-    count = 0
-    for run in lost.select_related("proxy"):
+    dead = Q(proxy__last_heartbeat__lt=cutoff) | Q(proxy__last_heartbeat__isnull=True)
+    lost_tasks = RunTask.objects.filter(
+        dead,
+        kind=TaskKind.VM,
+        state__in=[TaskState.PENDING, TaskState.RUNNING],
+        proxy__isnull=False,
+        run__state__in=ACTIVE,
+    ).select_related("proxy", "vm")
+    runs = set()
+    for task in lost_tasks:
         with transaction.atomic():
-            run = JobRun.objects.select_for_update().get(pk=run.pk)
-            if run.state not in ACTIVE:
-                continue
-            assert run.proxy is not None
-            beat = run.proxy.last_heartbeat
-            when = f"{beat:%Y-%m-%d %H:%M:%S} UTC" if beat else "never"
-            run.tasks.filter(state__in=[TaskState.PENDING, TaskState.RUNNING]).update(
+            assert task.proxy is not None
+            reason = f"Proxy {task.proxy.name} stopped responding (last heartbeat {_when(task)})."
+            task.state, task.message, task.finished_at = TaskState.FAILED, reason, timezone.now()
+            task.save(update_fields=["state", "message", "finished_at"])
+            task.children.filter(state__in=[TaskState.PENDING, TaskState.RUNNING]).update(
                 state=TaskState.FAILED
             )
-            finish(
-                run,
-                RunResult.FAILED,
-                f"Proxy {run.proxy.name} stopped responding (last heartbeat {when}); "
-                "its snapshots are removed by the sweeper.",
-            )
-            count += 1
-    return count
+            log(task.run, f"{task.name}: {reason}", level=LogLevel.ERROR, task=task)
+        runs.add(task.run_id)
+    # A run whose dispatching proxy died before handing its VMs out.
+    stuck = JobRun.objects.filter(dead, state=RunState.STARTING, proxy__isnull=False)
+    for run in stuck.select_related("proxy"):
+        with transaction.atomic():
+            assert run.proxy is not None
+            finish(run, RunResult.FAILED, f"Proxy {run.proxy.name} stopped responding.")
+        runs.add(run.pk)
+    for run_pk in runs:
+        complete_if_done(run_pk)
+    return len(runs)
+
+
+def _when(task: RunTask) -> str:
+    beat = task.proxy.last_heartbeat if task.proxy else None
+    return f"{beat:%Y-%m-%d %H:%M:%S} UTC" if beat else "never"
 
 
 def sweep(*, min_age: timedelta = timedelta(minutes=2)) -> int:

@@ -12,6 +12,8 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# Real `celery worker` processes, for tests/integration and tests/kvm.
+pytest_plugins = ["tests.integration.workers"]
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

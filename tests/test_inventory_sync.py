@@ -76,16 +76,22 @@ def test_vanished_vm_is_kept_as_not_present(admin_user):
     assert VirtualMachine.objects.get().present is False
 
 
-def test_runs_of_a_silent_proxy_are_failed_with_the_reason(admin_user):
-    proxy = Proxy.objects.create(
+def test_work_of_a_silent_proxy_is_failed_with_the_reason(admin_user):
+    from jobs.models import RunTask
+
+    silent = Proxy.objects.create(
         name="p1", queue="p1", last_heartbeat=timezone.now() - timedelta(minutes=10)
     )
-    run = services.start_run(PolicyFactory(), trigger=Trigger.MANUAL, acting_user=admin_user)
-    JobRun.objects.filter(pk=run.pk).update(state=RunState.WORKING, proxy=proxy)
     fresh = Proxy.objects.create(name="p2", queue="p2", last_heartbeat=timezone.now())
+    run = services.start_run(PolicyFactory(), trigger=Trigger.MANUAL, acting_user=admin_user)
+    JobRun.objects.filter(pk=run.pk).update(state=RunState.WORKING)
+    lost = RunTask.objects.create(run=run, kind="vm", name="web-1", state="running", proxy=silent)
     alive = services.start_run(PolicyFactory(), trigger=Trigger.MANUAL, acting_user=admin_user)
-    JobRun.objects.filter(pk=alive.pk).update(state=RunState.WORKING, proxy=fresh)
+    JobRun.objects.filter(pk=alive.pk).update(state=RunState.WORKING)
+    RunTask.objects.create(run=alive, kind="vm", name="db-1", state="running", proxy=fresh)
     assert fail_lost_runs() == 1
     run.refresh_from_db()
+    lost.refresh_from_db()
+    assert lost.state == "failed" and "p1 stopped responding" in lost.message
     assert run.result == RunResult.FAILED and "p1 stopped responding" in run.reason
     assert JobRun.objects.get(pk=alive.pk).state == RunState.WORKING

@@ -307,7 +307,7 @@ class NBDClient:
                 ext_len = min(ext_len, end - pos)
                 if ext_len <= 0:
                     break
-                if False:
+                if out and out[-1][2] == flags:
                     out[-1] = (out[-1][0], out[-1][1] + ext_len, flags)
                 else:
                     out.append((pos, ext_len, flags))
@@ -435,8 +435,9 @@ class NBDClient:
         try:
             while view:
                 got = self._sock.recv_into(view)
-                if not got:
-                    raise self._protocol_error("NBD server closed the connection")
+                if not got:  # QEMU does this e.g. on an I/O error in the middle of a read
+                    self._state = "broken"
+                    raise NBDError("NBD server closed the connection (see the server's log)")
                 view = view[got:]
         except OSError as exc:
             raise self._io_error(exc) from exc

@@ -141,6 +141,19 @@ def test_read_many_returns_request_order(
         assert data == reference[offset : offset + length]
 
 
+def test_allocated_extents_skip_zero_flag_without_hole(
+    tmp_path: Path,
+    nbd_server: Start,  # noqa: F811
+) -> None:
+    # preallocation=metadata: every cluster is allocated (no HOLE) but reads as zero (ZERO).
+    image = tmp_path / "prealloc.qcow2"
+    run("qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", image, "8M")
+    run("qemu-io", "-f", "qcow2", "-c", "write -P 0xab 1M 64k", image)
+    with connect(nbd_server(image, "disk"), "base:allocation") as client:
+        assert flags_over(client.block_status("base:allocation"), 0, 1 * MiB) == {2}
+        assert client.allocated_extents() == [(1 * MiB, 64 * KiB)]
+
+
 def test_block_status_loops_past_the_32_bit_request_limit(
     tmp_path: Path,
     nbd_server: Start,  # noqa: F811
@@ -201,6 +214,25 @@ def test_dirty_bitmap_tracks_writes_after_it_was_added(tmp_path: Path, nbd_serve
             (256 * KiB, 64 * KiB),
             (2 * MiB, 64 * KiB),
         ]
+
+
+def test_server_error_is_raised_and_connection_survives(
+    layout_image: Path,
+    nbd_server: Start,  # noqa: F811
+) -> None:
+    with connect(nbd_server(layout_image, "disk"), "base:allocation") as client:
+        client.size += 1 * MiB  # as if the export had shrunk: QEMU answers with an error chunk
+        with pytest.raises(NBDError, match="past EOF") as caught:
+            client.read(SIZE, 4 * KiB)
+        assert caught.value.error == "EINVAL"
+        got = []
+        with pytest.raises(NBDError, match="past EOF"):
+            for offset, _ in client.read_many([(0, 4 * KiB), (SIZE, 4 * KiB), (4 * KiB, 4 * KiB)]):
+                got.append(offset)
+        assert got == [0]  # results before the failing range still arrive, in order
+        with pytest.raises(NBDError, match=r"block status .* EINVAL"):
+            client.block_status("base:allocation", SIZE, 4 * KiB)
+        assert client.read(*DATA[0]) == b"\xab" * DATA[0][1]
 
 
 def test_unknown_export_is_named(layout_image: Path, nbd_server: Start) -> None:  # noqa: F811
