@@ -18,6 +18,10 @@ def execute_run(self, run_pk: int) -> None:  # type: ignore[no-untyped-def]
     kind = JobRun.objects.values_list("kind", flat=True).get(pk=run_pk)
     if kind == RunKind.BACKUP:
         engine.execute_run(run_pk, proxy=proxy)
+    elif kind == RunKind.RESTORE:
+        from jobs.restore import execute_restore
+
+        execute_restore(run_pk, proxy=proxy)
     else:
         from storage import maintenance
 

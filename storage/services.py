@@ -224,6 +224,35 @@ def delete_restore_point(point: RestorePoint, *, acting_user: Any) -> None:
         point.delete()
 
 
+def start_restore(point: RestorePoint, *, options: dict[str, Any], acting_user: Any) -> Any:
+    """Queue a restore of a restore point (a disk to a file, or the VM as a new domain)."""
+    from jobs.choices import RunKind, Trigger
+    from jobs.dispatch import enqueue_run
+    from jobs.models import JobRun
+
+    if point.state == "corrupt":
+        raise ActionRefused(
+            f"The restore point is corrupt ({point.verify_error[:200]}); it is never restored "
+            "silently. Choose another restore point."
+        )
+    with transaction.atomic():
+        run = JobRun.objects.create(
+            kind=RunKind.RESTORE,
+            repository=point.repository,
+            options={**options, "restore_point": point.pk},
+            trigger=Trigger.MANUAL,
+            requested_by=acting_user if getattr(acting_user, "is_authenticated", False) else None,
+        )
+        audit.record(
+            "storage.restore_point.restore",
+            point,
+            acting_user=acting_user,
+            after={"run": run.pk, **options},
+        )
+        transaction.on_commit(lambda: enqueue_run(run.pk))
+    return run
+
+
 def start_repository_job(
     repository: Repository, *, kind: str, options: dict[str, Any], acting_user: Any
 ) -> Any:

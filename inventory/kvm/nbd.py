@@ -14,7 +14,7 @@ import socket
 import ssl
 import struct
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -233,7 +233,7 @@ class NBDClient:
 
     def read_many(
         self, ranges: Iterable[tuple[int, int]], *, depth: int = 8
-    ) -> Iterator[tuple[int, bytes]]:
+    ) -> Generator[tuple[int, bytes], None, None]:
         """Yield ``(offset, data)`` for each ``(offset, length)`` in request order, keeping up to
         ``depth`` requests in flight. Replies may arrive out of order; they are routed by cookie.
         Ranges are consumed lazily, so ``ranges`` may be a generator. Stopping early (or an error)

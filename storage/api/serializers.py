@@ -129,6 +129,33 @@ class VerifyRequestSerializer(serializers.Serializer):
     )
 
 
+class RestoreRequestSerializer(serializers.Serializer):
+    what = serializers.ChoiceField(choices=["disk", "vm"])
+    disk = serializers.CharField(required=False, help_text="Device key of the disk (what=disk).")
+    path = serializers.CharField(
+        help_text="what=disk: the file to write; what=vm: the directory for the new disks."
+    )
+    format = serializers.ChoiceField(choices=["raw", "qcow2"], default="raw")
+    name = serializers.CharField(required=False, help_text="Name of the new VM (what=vm).")
+    connection = serializers.IntegerField(
+        required=False, help_text="The KVM host to define the VM on (what=vm)."
+    )
+    start = serializers.BooleanField(default=False)
+
+    def validate(self, attrs: dict[str, object]) -> dict[str, object]:
+        if not str(attrs["path"]).startswith("/"):
+            raise serializers.ValidationError({"path": "Give an absolute path."})
+        if attrs["what"] == "disk" and not attrs.get("disk"):
+            raise serializers.ValidationError({"disk": "Which disk to restore."})
+        if attrs["what"] == "vm":
+            missing = {
+                k: "Required to restore a VM." for k in ("name", "connection") if not attrs.get(k)
+            }
+            if missing:
+                raise serializers.ValidationError(missing)
+        return attrs
+
+
 class CopyRequestSerializer(serializers.Serializer):
     target = serializers.PrimaryKeyRelatedField(
         queryset=Repository.objects.all(),

@@ -21,6 +21,7 @@ from storage.api.serializers import (
     RepositorySerializer,
     RestorePointDiskSerializer,
     RestorePointSerializer,
+    RestoreRequestSerializer,
     VerifyRequestSerializer,
 )
 from storage.filtersets import (
@@ -111,7 +112,7 @@ class RestorePointViewSet(mixins.DestroyModelMixin, ReadOnlyViewSet):
     serializer_class = RestorePointSerializer
     filterset_class = RestorePointFilterSet
     ordering_fields = ["created_at", "logical_bytes", "stored_bytes"]
-    extra_actions = {"protect": "restore", "verify": "run"}
+    extra_actions = {"protect": "restore", "verify": "run", "restore": "restore"}
 
     def perform_destroy(self, instance: RestorePoint) -> None:
         services.delete_restore_point(instance, acting_user=self.request.user)
@@ -126,6 +127,17 @@ class RestorePointViewSet(mixins.DestroyModelMixin, ReadOnlyViewSet):
             self.get_object(), protected=body.validated_data["protected"], acting_user=request.user
         )
         return Response(RestorePointSerializer(point).data)
+
+    @extend_schema(request=RestoreRequestSerializer, responses={202: JobRunSerializer})
+    @action(detail=True, methods=["post"])
+    def restore(self, request: Request, pk: str | None = None) -> Response:
+        """Restore a disk to a file, or the whole VM as a new VM, as a run."""
+        body = RestoreRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.start_restore(
+            self.get_object(), options=dict(body.validated_data), acting_user=request.user
+        )
+        return _accepted(run)
 
     @extend_schema(request=VerifyRequestSerializer, responses={202: JobRunSerializer})
     @action(detail=True, methods=["post"])

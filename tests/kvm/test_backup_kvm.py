@@ -162,3 +162,51 @@ def test_killed_qemu_means_a_full_read_with_the_reason_then_incremental_again(
     assert healed.result == RunResult.SUCCEEDED
     disks = {d.device_key: d for d in RestorePoint.objects.get(run=healed).disks.all()}
     assert disks["sdb"].full_read_reason == "" and disks["sdb"].read_bytes == 64 * 1024
+
+
+def test_restore_a_disk_to_qcow2_and_the_vm_as_a_new_domain(world, admin_user, api, tmp_path):
+    from jobs.restore import execute_restore
+
+    dom, aliases = world["domain"].domain, world["domain"].aliases
+    guest_write(dom, aliases[1], 3 * MiB, 2 * MiB, 0x77)
+    run = _run(world["policy"], admin_user)
+    point = RestorePoint.objects.get(run=run)
+    url = f"/api/storage/restore-points/{point.pk}/restore/"
+    bad = api.post(url, {"what": "vm", "path": str(tmp_path)}, format="json")
+    assert bad.status_code == 400 and {"name", "connection"} <= set(bad.data)
+    response = api.post(
+        url,
+        {"what": "disk", "disk": "sdb", "path": str(tmp_path / "sdb.qcow2"), "format": "qcow2"},
+        format="json",
+    )
+    assert response.status_code == 202, response.data
+    execute_restore(response.data["id"])
+    restored = JobRun.objects.get(pk=response.data["id"])
+    assert restored.result == RunResult.SUCCEEDED, restored.reason
+    guest_flush(dom, aliases[1])
+    expected = _convert(world["domain"].disks[1], tmp_path / "sdb.expected")
+    assert sha256(_convert(tmp_path / "sdb.qcow2", tmp_path / "sdb.back")) == sha256(expected)
+
+    connection = world["vm"].connection
+    response = api.post(
+        url,
+        {
+            "what": "vm",
+            "name": f"{dom.name()}-restored",
+            "path": str(tmp_path / "vm"),
+            "connection": connection.pk,
+            "start": True,
+        },
+        format="json",
+    )
+    execute_restore(response.data["id"])
+    restored = JobRun.objects.get(pk=response.data["id"])
+    assert restored.result == RunResult.SUCCEEDED, restored.reason
+    new = dom.connect().lookupByName(f"{dom.name()}-restored")
+    try:
+        assert new.isActive() and new.UUIDString() != dom.UUIDString()
+        copy = _convert(tmp_path / "vm" / f"{dom.name()}-restored-sdb.qcow2", tmp_path / "c.raw")
+        assert sha256(copy) == sha256(expected)
+    finally:
+        new.destroy()
+        new.undefine()
