@@ -121,6 +121,8 @@ def execute_run(run_pk: int, *, proxy: Proxy | None = None) -> None:
     with transaction.atomic():
         refresh_members(policy)
         vms = list(resolve_selection(policy).select_related("connection"))
+        if run.options.get("vms"):  # "back up this VM now"
+            vms = list(VirtualMachine.objects.filter(pk__in=run.options["vms"], present=True))
         if not vms:
             finish(run, RunResult.WARNING, "No virtual machine matched the policy's selection.")
             return

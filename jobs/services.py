@@ -199,6 +199,40 @@ def start_run(policy: ProtectionPolicy, *, trigger: str, acting_user: Any) -> Jo
     return run
 
 
+def start_vm_backup(
+    vm: VirtualMachine,
+    *,
+    policy: ProtectionPolicy | None,
+    trigger: str,
+    acting_user: Any,
+) -> JobRun:
+    """Back up one VM now, with a policy's repository, options and retention."""
+    from jobs.dispatch import enqueue_run
+
+    if policy is None:
+        policy = vm.protecting_policies.order_by("name").first()
+        if policy is None:
+            raise ActionRefused(
+                "The VM is not protected by any policy: choose one (its repository and "
+                "retention apply).",
+                field="policy",
+            )
+    with transaction.atomic():
+        ProtectionPolicy.objects.select_for_update().filter(pk=policy.pk).first()
+        active = policy.runs.exclude(state=RunState.FINISHED).first()
+        if active is not None:
+            raise ActionRefused(f"The policy is already running (run #{active.pk}).")
+        run = JobRun.objects.create(
+            policy=policy,
+            trigger=trigger,
+            options={"vms": [vm.pk]},
+            requested_by=acting_user if getattr(acting_user, "is_authenticated", False) else None,
+        )
+        audit.record("jobs.run.start", run, acting_user=acting_user, after={"vm": vm.pk})
+        transaction.on_commit(lambda: enqueue_run(run.pk))
+    return run
+
+
 def cancel_run(run: JobRun, *, acting_user: Any) -> JobRun:
     """Ask a run to stop. A queued run ends at once; a working run stops at its next step."""
     from jobs.progress import publish_run

@@ -132,3 +132,21 @@ def test_disabled_policy_is_not_scheduled(admin_user):
     )
     assert dispatch_schedules() == 0
     assert not JobRun.objects.exists()
+
+
+def test_back_up_one_vm_now_through_the_api(api):
+    lonely = VirtualMachineFactory(name="lonely", connection__kind="hyperv")
+    response = api.post(f"/api/inventory/vms/{lonely.pk}/backup/", {}, format="json")
+    assert response.status_code == 400 and "not protected" in response.data["policy"][0]
+    policy = _policy()
+    web, db = VirtualMachineFactory(name="web"), VirtualMachineFactory(name="db")
+    for vm in (web, db, lonely):
+        vm.connection.kind = "hyperv"
+        vm.connection.save()
+    policy.vms.set([web, db])
+    services.refresh_members(policy)
+    response = api.post(f"/api/inventory/vms/{web.pk}/backup/", {}, format="json")
+    assert response.status_code == 202 and response.data["trigger"] == "api"
+    engine.execute_run(response.data["id"])
+    run = JobRun.objects.get(pk=response.data["id"])
+    assert list(run.tasks.filter(kind="vm").values_list("name", flat=True)) == ["web"]

@@ -4,6 +4,7 @@ from rest_framework import serializers
 
 from inventory.choices import Transport
 from inventory.models import Connection, InventoryObject, Proxy, Tag, VirtualDisk, VirtualMachine
+from jobs.models import ProtectionPolicy
 
 
 class ConnectionSerializer(serializers.ModelSerializer):
@@ -170,3 +171,12 @@ class ProxySerializer(serializers.ModelSerializer):
         if len(set(value)) != len(value):
             raise serializers.ValidationError("List each transport once.")
         return value
+
+
+class VMBackupSerializer(serializers.Serializer):
+    policy = serializers.PrimaryKeyRelatedField(
+        queryset=ProtectionPolicy.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text="Whose repository and retention apply; default: a policy protecting the VM.",
+    )

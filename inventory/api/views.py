@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
+from rest_framework import status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,6 +18,7 @@ from inventory.api.serializers import (
     TagSerializer,
     VirtualDiskSerializer,
     VirtualMachineSerializer,
+    VMBackupSerializer,
 )
 from inventory.filtersets import (
     ConnectionFilterSet,
@@ -27,6 +29,9 @@ from inventory.filtersets import (
     VirtualMachineFilterSet,
 )
 from inventory.models import Connection, InventoryObject, Proxy, Tag, VirtualDisk, VirtualMachine
+from jobs.api.serializers import JobRunSerializer
+from jobs.choices import Trigger
+from jobs.services import start_vm_backup
 
 
 class ConnectionViewSet(ServiceModelViewSet):
@@ -75,6 +80,21 @@ class VirtualMachineViewSet(ReadOnlyViewSet):
     serializer_class = VirtualMachineSerializer
     filterset_class = VirtualMachineFilterSet
     ordering_fields = ["name", "power_state", "last_seen_at"]
+    extra_actions = {"backup": "run"}
+
+    @extend_schema(request=VMBackupSerializer, responses={202: JobRunSerializer})
+    @action(detail=True, methods=["post"])
+    def backup(self, request: Request, pk: str | None = None) -> Response:
+        """Back up this VM now."""
+        body = VMBackupSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = start_vm_backup(
+            self.get_object(),
+            policy=body.validated_data.get("policy"),
+            trigger=Trigger.API,
+            acting_user=request.user,
+        )
+        return Response(JobRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
 class VirtualDiskViewSet(ReadOnlyViewSet):

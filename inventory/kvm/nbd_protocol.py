@@ -88,7 +88,7 @@ NBD_STATE_DIRTY: Final = 1 << 0
 DEFAULT_MIN_BLOCK: Final = 1
 DEFAULT_PREFERRED_BLOCK: Final = 4096
 MAX_REQUEST: Final = 32 << 20  # QEMU refuses larger reads; also our memory cap per request.
-DEFAULT_REQUEST_SIZE: Final = 4 << 20
+DEFAULT_REQUEST_SIZE: Final = 2 << 20
 
 OPTION_HEADER = struct.Struct(">QII")  # IHAVEOPT, option, length
 OPTION_REPLY = struct.Struct(">QIII")  # magic, option, reply type, length
