@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -220,9 +221,13 @@ class KVMConnector:
                     for source in disk.sources:
                         with suppress(Exception):
                             source.close()
-            _end_job(dom)
+            try:
+                _end_job(dom)
+            except KVMError:
+                pass  # the artifact stays recorded: the sweeper ends the job later
+            else:
+                forget_job()
             shutil.rmtree(workdir, ignore_errors=True)
-            forget_job()
             if snapshot is not None and snapshot.kept:
                 _drop_older_checkpoints(dom, new)
             else:
@@ -323,10 +328,18 @@ def _begin(
     return None, lost
 
 
-def _end_job(dom: libvirt.virDomain) -> None:
-    with suppress(libvirt.libvirtError):
-        if dom.isActive() and dom.jobInfo()[0] != libvirt.VIR_DOMAIN_JOB_NONE:
+def _end_job(dom: libvirt.virDomain, *, wait: float = 15.0) -> None:
+    """Abort the domain's backup job and wait until libvirt says it is gone."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            if not dom.isActive() or dom.jobInfo()[0] == libvirt.VIR_DOMAIN_JOB_NONE:
+                return
             dom.abortJob()
+        except libvirt.libvirtError:
+            pass  # racing with the job's own end; look again
+        time.sleep(0.1)
+    raise KVMError(f"the backup job of {dom.name()} did not end within {wait:g} s")
 
 
 def _delete_checkpoint(dom: libvirt.virDomain, name: str) -> None:
