@@ -210,3 +210,69 @@ def test_restore_a_disk_to_qcow2_and_the_vm_as_a_new_domain(world, admin_user, a
     finally:
         new.destroy()
         new.undefine()
+
+
+def test_cancel_mid_run_stops_within_seconds_and_cleans_up(
+    libvirt_conn, libvirt_env, admin_user, tmp_path
+):
+    import threading
+
+    from django.db import connections
+
+    from inventory.kvm.libvirt_env import define_test_domain, remove_domain
+
+    dom = define_test_domain(
+        libvirt_conn,
+        f"bc-cancel-{os.getpid()}",
+        [tmp_path / "big.qcow2"],
+        tmp_path,
+        disk_size=768 * MiB,
+    )
+    try:
+        guest_write(dom, disk_aliases(dom)[0], 0, 700 * MiB, 0x5A)
+        connection = inventory_services.create_connection(
+            data={"name": "kvm-local", "kind": "kvm", "address": str(libvirt_env.socket_path)},
+            secret="",
+            acting_user=admin_user,
+        )
+        sync_connection(connection.pk)
+        repository = storage_services.create_repository(
+            data={"name": "r", "kind": "filesystem", "location": str(tmp_path / "repo")},
+            secret="",
+            passphrase="pw",
+            acting_user=admin_user,
+        )
+        policy = services.create_policy(
+            data={"name": "p", "repository": repository, "options": {"consistency": "crash"}},
+            vms=[VirtualMachine.objects.get(name=dom.name())],
+            excluded_vms=[],
+            rules=[],
+            schedules=[],
+            acting_user=admin_user,
+        )
+        run = services.start_run(policy, trigger=Trigger.MANUAL, acting_user=admin_user)
+
+        def in_thread() -> None:
+            try:
+                engine.execute_run(run.pk)
+            finally:
+                connections.close_all()  # this thread's connection
+
+        worker = threading.Thread(target=in_thread)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not SnapshotArtifact.objects.filter(run=run, kind="backup-job").exists():
+            assert time.monotonic() < deadline, "the backup never started"
+            time.sleep(0.01)
+        services.cancel_run(run, acting_user=admin_user)
+        cancelled_at = time.monotonic()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert time.monotonic() - cancelled_at < 10
+        run.refresh_from_db()
+        assert run.result == RunResult.CANCELLED
+        assert not RestorePoint.objects.filter(run=run).exists()
+        assert not SnapshotArtifact.objects.filter(removed_at__isnull=True).exists()
+        assert dom.listAllCheckpoints() == [] and dom.jobInfo()[0] == 0
+    finally:
+        remove_domain(dom)
