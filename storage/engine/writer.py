@@ -82,9 +82,10 @@ class _TimedBackend:
         self.repo, self.counters = repo, counters
         self.since = datetime.now(UTC)  # the writer's start, for the GC-safety rule
 
-    def store(self, kind: int, data: bytes) -> tuple[bytes, int, bool]:
+    def store(self, kind: int, data: bytes, digest: bytes | None = None) -> tuple[bytes, int, bool]:
         start = time.perf_counter()
-        digest = self.repo.codec.digest(data)
+        if digest is None:
+            digest = self.repo.codec.digest(data)
         key = self.repo.blob_key(kind, digest)
         hashed = time.perf_counter()
         if self.repo.keep_if_present(key, self.since):  # present: kept from GC, not rewritten
@@ -164,7 +165,7 @@ class DiskWriter:
             self.counters.add(process_seconds=time.perf_counter() - started)
             return Entry(offset, len(data), 0, digest)
         self.counters.add(process_seconds=time.perf_counter() - started)
-        digest, stored, written = self.store.store(KIND_CHUNK, data)
+        digest, stored, written = self.store.store(KIND_CHUNK, data, digest)
         self.counters.add(stored_bytes=stored, new_chunk_bytes=len(data) if written else 0)
         return Entry(offset, len(data), 0, digest)
 
