@@ -44,7 +44,7 @@ class Codec:
 
     hash_key: bytes | None  # None: unencrypted repository (plain BLAKE3 digests)
     enc_key: bytes | None
-    level: int = 3
+    level: int = 1
 
     def digest(self, data: bytes | memoryview) -> bytes:
         if self.hash_key is None:

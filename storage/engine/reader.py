@@ -138,30 +138,36 @@ def restore_disk(
         lock = threading.Lock()
         window = threading.BoundedSemaphore(workers * 2)
 
-        def restore_entry(entry: Entry) -> None:
+        def restore_window(entries: list[Entry]) -> None:
+            """One aligned window: each distinct chunk fetched once, however many pieces of
+            it the window holds (incrementals cut old chunks into several entries)."""
             try:
-                data = repo.get_chunk(entry.digest)
-                view = memoryview(data)[entry.chunk_offset : entry.chunk_offset + entry.length]
-                if device:  # a device holds old data: every byte must be written
-                    os.pwrite(fd, view, entry.offset)
-                    written = len(view)
-                else:
-                    written = _write_sparse(fd, view, entry.offset)
+                chunks: dict[bytes, bytes] = {}
+                written = 0
+                for entry in entries:
+                    if entry.digest not in chunks:
+                        chunks[entry.digest] = repo.get_chunk(entry.digest)
+                    view = memoryview(chunks[entry.digest])[
+                        entry.chunk_offset : entry.chunk_offset + entry.length
+                    ]
+                    if device:  # a device holds old data: every byte must be written
+                        os.pwrite(fd, view, entry.offset)
+                        written += len(view)
+                    else:
+                        written += _write_sparse(fd, view, entry.offset)
                 with lock:
                     stats.bytes_written += written
-                    stats.chunks_read += 1
+                    stats.chunks_read += len(chunks)
             finally:
                 window.release()
 
         futures: list[Future[None]] = []
-        done = 0
         with ThreadPoolExecutor(workers, thread_name_prefix="restore") as pool:
-            for entry in image.entries():
+            for entries in _windows(image.entries(), repo.config.chunk_size):
                 window.acquire()
-                futures.append(pool.submit(restore_entry, entry))
-                done += entry.length
+                futures.append(pool.submit(restore_window, entries))
                 if progress:
-                    progress(done, index.size)
+                    progress(entries[-1].end, index.size)
                 futures = _reap(futures)
             for future in futures:
                 future.result()
@@ -169,6 +175,18 @@ def restore_disk(
     finally:
         os.close(fd)
     return stats
+
+
+def _windows(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:
+    """Entries grouped by aligned window (entries never cross one; see the format doc)."""
+    group: list[Entry] = []
+    for entry in entries:
+        if group and entry.offset // size != group[0].offset // size:
+            yield group
+            group = []
+        group.append(entry)
+    if group:
+        yield group
 
 
 def _reap(futures: list[Future[None]]) -> list[Future[None]]:

@@ -110,7 +110,7 @@ class Repository:
         *,
         passphrase: str | None,
         encryption: bool = True,
-        compression_level: int = 3,
+        compression_level: int = 1,
         immutability_days: int = 0,
     ) -> Repository:
         if backend.exists("config"):
