@@ -126,7 +126,7 @@ class DiskWriter:
         disk: DiskInput,
         parent: DiskIndex | None,
         *,
-        workers: int = 3,
+        workers: int = 4,
         progress: Callable[[Progress], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
     ) -> None:

@@ -1,0 +1,1 @@
+"""Benchmark of the storage engine against restic and borg on a generated VM disk (`make bench`)."""

@@ -1,0 +1,89 @@
+"""Our engine on the benchmark images, each step in its own process (``bench.ours_step``).
+
+Timings are the wall time of each step's process, start-up and key unlock included, like the
+peers' (a long-running agent would not pay those); the in-process seconds are kept too.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from bench.images import Images
+from bench.measure import StepFailed, ToolRun, run, sha256_file, tree_bytes
+
+ROOT = Path(__file__).resolve().parent.parent  # the project: `storage` imports from here
+GiB = 1 << 30
+OPTIONS = "encrypted (AES-256-GCM), zstd-{level}, 4 MiB aligned chunks, change tracking, 4 workers"
+
+
+class _Ours:
+    def __init__(self, work: Path, name: str) -> None:
+        self.dir = work / name
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.repo = self.dir / "repo"
+        self.peak_rss = 0.0
+        self.inner: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def step(self, label: str, *args: str | Path) -> tuple[float, dict[str, object]]:
+        argv = [sys.executable, "-m", "bench.ours_step", *map(str, args)]
+        result = run(argv, cwd=ROOT, what=f"our {label}")
+        self.peak_rss = max(self.peak_rss, result.peak_rss_mib)
+        self.cpu[label] = result.cpu_seconds
+        doc: dict[str, object] = json.loads(result.output.strip().splitlines()[-1])
+        if "seconds" in doc:
+            self.inner[f"{label} (in process)"] = float(doc["seconds"])  # type: ignore[arg-type]
+        busy = doc.get("busy")
+        if isinstance(busy, dict):
+            for part, value in busy.items():
+                self.inner[f"{label} {part} (busy)"] = float(value)
+        return result.seconds, doc
+
+    def restore(self, label: str, point: str, sha256: str) -> float:
+        target = self.dir / f"{label}.raw"
+        seconds, _ = self.step(label, "restore", self.repo, point, target)
+        if sha256_file(target) != sha256:
+            raise StepFailed(f"ours: restored {label} differs from the image (sha256)")
+        target.unlink()
+        return seconds
+
+
+def bench_ours(images: Images, work: Path, level: int = 3) -> ToolRun:
+    out = ToolRun("storage", "working tree", OPTIONS.format(level=level))
+    ours = _Ours(work, "storage")
+    ours.step("init", "init", ours.repo, str(level))
+    out.seconds["full"], full = ours.step("full", "full", ours.repo, images.base)
+    before = tree_bytes(ours.repo)
+    out.seconds["incr"], day1 = ours.step(
+        "incr", "incr", ours.repo, images.day1, str(full["id"]), images.extents_path
+    )
+    growth = tree_bytes(ours.repo) - before
+    out.seconds["restore_full"] = ours.restore("restore_full", str(full["id"]), images.base_sha256)
+    out.seconds["restore"] = ours.restore("restore", str(day1["id"]), images.day1_sha256)
+    out.figures = {
+        "full_gib_s": images.size / GiB / out.seconds["full"],
+        "incr_s": out.seconds["incr"],
+        "incr_read_share": int(day1["read_bytes"]) / images.size,  # type: ignore[call-overload]
+        "incr_repo_growth_bytes": growth,
+        "changed_bytes": images.changed_bytes,
+        "restore_gib_s": images.size / GiB / out.seconds["restore"],
+        "peak_rss_mib": ours.peak_rss,
+    }
+    out.seconds.update(ours.inner)
+    out.cpu = {k: v for k, v in ours.cpu.items() if k != "init"}
+    shutil.rmtree(ours.dir, ignore_errors=True)
+    return out
+
+
+def big_disk_rss(big: Images, work: Path, level: int = 3) -> tuple[float, dict[str, float]]:
+    """Peak RSS of a full backup and a restore of the big disk, and their seconds."""
+    ours = _Ours(work, "storage-big")
+    ours.step("init", "init", ours.repo, str(level))
+    full_s, full = ours.step("full", "full", ours.repo, big.base)
+    restore_s = ours.restore("restore", str(full["id"]), big.base_sha256)
+    shutil.rmtree(ours.dir, ignore_errors=True)
+    return ours.peak_rss, {"full": full_s, "restore": restore_s}

@@ -1,0 +1,81 @@
+"""One step of our engine in its own process, so its peak RSS can be read from ``os.wait4``.
+
+    python -m bench.ours_step init    REPO [ZSTD_LEVEL]
+    python -m bench.ours_step full    REPO IMAGE
+    python -m bench.ours_step incr    REPO IMAGE PARENT_ID EXTENTS_JSON
+    python -m bench.ours_step restore REPO POINT_ID TARGET
+
+Prints one JSON line: the step's own seconds (without interpreter start-up) and what it did.
+Run from the repository root, so ``storage`` imports.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from storage.engine.fs import FilesystemBackend
+from storage.engine.reader import restore_disk
+from storage.engine.repository import Repository
+from storage.engine.source import FileSource
+from storage.engine.writer import DiskInput, Progress, write_restore_point
+
+PASSPHRASE = "bench"  # noqa: S105 (throw-away benchmark repositories)
+VM_KEY, VM_NAME = "bench-vm", "bench"
+
+
+def _open(repo_dir: str) -> Repository:
+    return Repository.open(FilesystemBackend(repo_dir), passphrase=PASSPHRASE)
+
+
+def main(argv: list[str]) -> dict[str, object]:
+    step, repo_dir, *rest = argv
+    if step == "init":
+        level = int(rest[0]) if rest else 3
+        backend = FilesystemBackend(repo_dir)
+        Repository.init(backend, passphrase=PASSPHRASE, encryption=True, compression_level=level)
+        return {}
+    repo = _open(repo_dir)
+    last: dict[str, Progress] = {}
+
+    def progress(p: Progress) -> None:
+        last["p"] = p
+
+    t0 = time.perf_counter()
+    if step == "restore":
+        point_id, target = rest
+        restore_disk(repo, repo.find(point_id), "vda", target)
+        return {"seconds": time.perf_counter() - t0}
+    if step == "full":
+        (image,) = rest
+        parent, extents = None, None
+    elif step == "incr":
+        image, parent_id, extents_path = rest
+        with open(extents_path) as f:
+            extents = [(int(o), int(n)) for o, n in json.load(f)["extents"]]
+        parent = repo.find(parent_id)
+    else:
+        raise SystemExit(f"unknown step {step!r}")
+    with FileSource(image) as source:
+        disk = DiskInput(device_key="vda", source=source, changed_extents=extents)
+        point = write_restore_point(
+            repo, vm_key=VM_KEY, vm_name=VM_NAME, parent=parent, disks=[disk], progress=progress
+        )
+    seconds = time.perf_counter() - t0
+    p = last.get("p")
+    return {
+        "seconds": seconds,
+        "id": point.id,
+        "read_bytes": point.stats.read_bytes,
+        "stored_bytes": point.stats.stored_bytes,
+        # The writer's own split: reading (main thread); hashing, compression and encryption;
+        # backend writes (each of the last two averaged over its worker threads).
+        "busy": {"read": p.read_seconds, "process": p.process_seconds, "store": p.store_seconds}
+        if p
+        else {},
+    }
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1:])))

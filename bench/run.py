@@ -1,0 +1,160 @@
+"""`make bench`: our storage engine, restic and borg on the same generated disk, in one run.
+
+    python -m bench.run [--work DIR] [--size-gib 4] [--seed 1] [--big-gib 16] [--skip-peers]
+
+Prints a table (tool x figure), our ratios against each peer and the issue's targets, and writes
+bench/results.json: {"storage": {...}, "restic": {...}, "borg": {...}}. Figures are printed,
+never asserted: a missed target does not fail the run, a wrong restore (sha256) does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from bench import images, report
+from bench.measure import ToolRun
+from bench.ours import ROOT, bench_ours, big_disk_rss
+from bench.peers import PeerUnavailable, bench_peers, ensure_installed
+
+KEYS = (
+    "full_gib_s",
+    "incr_s",
+    "incr_read_share",
+    "incr_repo_growth_bytes",
+    "changed_bytes",
+    "restore_gib_s",
+    "peak_rss_mib",
+)
+GiB = 1 << 30
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, default=Path("/var/tmp/backupconsole-bench"))  # noqa: S108
+    ap.add_argument("--size-gib", type=float, default=float(os.environ.get("BENCH_SIZE_GIB", "4")))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--big-gib",
+        type=float,
+        default=float(os.environ["BENCH_BIG_GIB"]) if "BENCH_BIG_GIB" in os.environ else None,
+        help="size of the disk for the memory check (default 4x --size-gib: 16; 0 skips it)",
+    )
+    ap.add_argument("--skip-peers", action="store_true", help="only our engine")
+    ap.add_argument(
+        "--zstd-level",
+        type=int,
+        default=1,
+        help="our repository's compression level (default 1, the product's default)",
+    )
+    ap.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
+    return ap.parse_args(argv)
+
+
+def _bytes(gib: float) -> int:
+    return int(gib * GiB) // (1 << 20) * (1 << 20)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    size = _bytes(args.size_gib)
+    big_size = _bytes(args.big_gib if args.big_gib is not None else 4 * args.size_gib)
+    args.work.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(args.work).free
+    _say(f"work dir {args.work} ({free / GiB:.0f} GiB free); {os.cpu_count()} CPUs")
+    if not args.skip_peers:
+        try:
+            ensure_installed()  # before anything long: fail early and clearly
+        except PeerUnavailable as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 2
+    imgs = images.prepare(args.work, size, args.seed)
+    big = images.prepare(args.work, big_size, args.seed, day=False) if big_size else None
+    _say(
+        f"disk {size / GiB:g} GiB; day 1: {imgs.extent_count} extents, "
+        f"{imgs.changed_bytes / 2**20:.1f} MiB changed ({imgs.changed_bytes / size:.2%})"
+    )
+    images.warm(imgs)  # the big disk may have pushed them out of the page cache
+    run_dir = args.work / "run"
+    runs: dict[str, ToolRun | None] = {"storage": None, "restic": None, "borg": None}
+    t0 = time.perf_counter()
+    _say("storage engine ...")
+    runs["storage"] = bench_ours(imgs, run_dir, args.zstd_level)
+    if not args.skip_peers:
+        for peer in bench_peers(imgs, run_dir, say=_say):
+            runs[peer.name] = peer
+    results: dict[str, dict[str, float | int | None]] = {
+        name: {key: (run.figures.get(key) if run else None) for key in KEYS}
+        for name, run in runs.items()
+    }
+    big_seconds: dict[str, float] = {}
+    if big is not None:
+        _say(f"storage engine on the {big_size / GiB:g} GiB disk (memory) ...")
+        rss16, big_seconds = big_disk_rss(big, run_dir, args.zstd_level)
+        results["storage"]["peak_rss_16g_mib"] = rss16
+    else:
+        results["storage"]["peak_rss_16g_mib"] = None
+    elapsed = time.perf_counter() - t0
+
+    headers = {
+        name: (f"{name} {run.version}" if run and name != "storage" else name)
+        for name, run in runs.items()
+    }
+    _say("")
+    _say(report.table(results, headers, big_size / GiB or 16))
+    _say("")
+    for name, run in runs.items():
+        if run:
+            steps = ", ".join(f"{k} {v:.1f}" for k, v in run.seconds.items())
+            cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.cpu.items())
+            _say(f"{name}: {run.options}\n  seconds: {steps}\n  CPU seconds: {cpu}")
+    if big_seconds:
+        _say(
+            f"storage, {big_size / GiB:g} GiB disk: full {big_seconds['full']:.1f} s, "
+            f"restore {big_seconds['restore']:.1f} s"
+        )
+    _say("")
+    if not args.skip_peers:
+        for line in report.ratio_lines(results):
+            _say(line)
+    _say("targets (2-core machine, same run):")
+    for line in report.target_lines(results, big_size / GiB or 16):
+        _say(line)
+    if size != 4 * GiB:
+        _say(f"note: disk is {size / GiB:g} GiB, not the issue's 4 GiB")
+
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    meta = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "size": size,
+        "big_size": big_size,
+        "seed": args.seed,
+        "extents": imgs.extent_count,
+        "elapsed_s": elapsed,
+        "tools": {
+            name: {"version": r.version, "options": r.options, "seconds": r.seconds, "cpu": r.cpu}
+            for name, r in runs.items()
+            if r
+        },
+        "big_seconds": big_seconds,
+        "results": results,
+    }
+    (args.work / "last-run.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _say(f"wrote {args.output} (details: {args.work / 'last-run.json'}); {elapsed:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
