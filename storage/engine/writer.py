@@ -328,7 +328,7 @@ def write_restore_point(
     vm_config: dict[str, object] | None = None,
     consistency: str = "crash",
     created: datetime | None = None,
-    workers: int = 3,
+    workers: int = 4,
     progress: Callable[[Progress], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
 ) -> Manifest:
