@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from storage.engine.fs import FilesystemBackend
 from storage.engine.index import ZERO_DIGEST, DiskIndex, Entry
 from storage.engine.manifest import Manifest
 from storage.engine.repository import Repository
 
 _ZERO_BLOCK = 64 * 1024
+PROCESS_RESTORE_MIN = 1024**3  # smaller disks restore with threads (no process start-up)
 
 
 class DiskImage:
@@ -116,6 +118,7 @@ def restore_disk(
     target: str | os.PathLike[str],
     *,
     workers: int = 4,
+    processes: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> RestoreStats:
     """Write a disk of a restore point to a sparse raw file, or to a block device.
@@ -135,6 +138,22 @@ def restore_disk(
             os.ftruncate(fd, index.size)
         else:
             _zero_gaps(fd, image)
+        if processes is None:  # processes pay off once a disk is large enough to amortize them
+            processes = min(os.cpu_count() or 1, 4) if index.size >= PROCESS_RESTORE_MIN else 0
+        if processes > 1 and isinstance(repo.backend, FilesystemBackend):
+            from storage.engine.parallel_restore import restore_windows
+
+            stats.bytes_written = restore_windows(
+                repo,
+                _windows(image.entries(), repo.config.chunk_size),
+                target,
+                device=device,
+                processes=processes,
+                total=index.size,
+                progress=progress,
+            )
+            os.fsync(fd)
+            return stats
         lock = threading.Lock()
         window = threading.BoundedSemaphore(workers * 2)
 
