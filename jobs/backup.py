@@ -24,7 +24,7 @@ from storage.catalog import record_manifest
 from storage.choices import RestorePointState
 from storage.engine.manifest import Manifest
 from storage.engine.repository import Repository as EngineRepository
-from storage.engine.writer import Cancelled, DiskInput, Progress, write_restore_point
+from storage.engine.writer import DiskInput, Progress, write_restore_point
 from storage.engine_access import vm_key_for
 from storage.models import RestorePoint
 
@@ -248,6 +248,3 @@ def back_up_vm(
         cleanup_task = _phase(run, vm_task, Phase.CLEANUP, 102)
     _end(cleanup_task, message="Snapshot and exports removed.")
     return point
-
-
-__all__ = ["Cancelled", "back_up_vm"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -105,11 +105,6 @@ class _TimedBackend:
         return digest, len(sealed) if written else 0, written
 
 
-def _pieces(ranges: list[Range], chunk_size: int) -> Iterator[Range]:
-    """Pieces of at most one aligned chunk window, so equal data at equal places dedups."""
-    yield from split_aligned(ranges, chunk_size)
-
-
 def _full_ranges(source: BlockSource, chunk_size: int) -> list[Range]:
     """Allocated data widened to whole aligned windows: full backups store whole chunks."""
     windows = [
@@ -184,7 +179,9 @@ class DiskWriter:
         inflight = threading.BoundedSemaphore(self.workers * 2)
         futures: list[Future[Entry | None]] = []
         with ThreadPoolExecutor(self.workers, thread_name_prefix="chunk") as pool:
-            for start, end in _pieces(ranges, self.chunk_size):
+            # Pieces never cross an aligned window: equal data at equal places dedups, and
+            # index entries stay inside one window (compaction and restore rely on it).
+            for start, end in split_aligned(ranges, self.chunk_size):
                 if self.should_cancel():
                     raise Cancelled("cancelled while reading")
                 read_start = time.perf_counter()
