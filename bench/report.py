@@ -135,3 +135,59 @@ def targets(
 def target_lines(results: Mapping[str, Figures], big_gib: float = 16) -> list[str]:
     marks = {True: "MET   ", False: "MISSED", None: "n/a   "}
     return [f"  {marks[met]} {name}: {shown}" for name, shown, met in targets(results, big_gib)]
+
+
+def kvm_targets(kvm: Figures) -> list[tuple[str, str, bool | None]]:
+    """Issue 4's targets on the KVM figures: (target, measured, met?)."""
+
+    def get(key: str) -> float | None:
+        value = kvm.get(key)
+        return None if value is None else float(value)
+
+    full, share, incr, overhead = (
+        get("full_gib_s"),
+        get("incr_read_share"),
+        get("incr_s"),
+        get("snapshot_overhead_s"),
+    )
+    limit = None if overhead is None else 2 + overhead
+    return [
+        (
+            "full >= 0.5 GiB/s (logical)",
+            "-" if full is None else f"{full:.2f} GiB/s",
+            None if full is None else full >= 0.5,
+        ),
+        (
+            "incremental reads <= 5 % of disk",
+            "-" if share is None else f"{share:.1%}",
+            None if share is None else share <= 0.05,
+        ),
+        (
+            "incremental <= 2 s + snapshot overhead"
+            + ("" if limit is None else f" ({limit:.2f} s)"),
+            "-" if incr is None else f"{incr:.2f} s",
+            None if incr is None or limit is None else incr <= limit,
+        ),
+    ]
+
+
+def kvm_lines(kvm: Figures | None) -> list[str]:
+    """The KVM section: its figures and issue 4's targets."""
+    if not kvm:
+        return ["KVM (libvirt + NBD + storage engine): skipped"]
+    marks = {True: "MET   ", False: "MISSED", None: "n/a   "}
+    lines = ["KVM (qcow2 on a running QEMU, libvirt pull backup + NBD + storage engine):"]
+    for key, label, fmt in KVM_ROWS:
+        value = kvm.get(key)
+        lines.append(f"  {label:34} {'-' if value is None else fmt(float(value))}")
+    lines.append("  targets (2-core machine):")
+    lines += [f"    {marks[met]} {name}: {shown}" for name, shown, met in kvm_targets(kvm)]
+    return lines
+
+
+KVM_ROWS: list[tuple[str, str, Callable[[float], str]]] = [
+    ("full_gib_s", "full backup, GiB/s (logical)", lambda v: f"{v:.2f}"),
+    ("incr_s", "incremental (2 %), s", lambda v: f"{v:.2f}"),
+    ("incr_read_share", "incremental read, share of disk", lambda v: f"{v:.1%}"),
+    ("snapshot_overhead_s", "snapshot create + remove, s", lambda v: f"{v:.2f}"),
+]

@@ -1,10 +1,13 @@
 """`make bench`: our storage engine, restic and borg on the same generated disk, in one run.
 
     python -m bench.run [--work DIR] [--size-gib 4] [--seed 1] [--big-gib 16] [--skip-peers]
+                        [--skip-kvm]
 
 Prints a table (tool x figure), our ratios against each peer and the issue's targets, and writes
-bench/results.json: {"storage": {...}, "restic": {...}, "borg": {...}}. Figures are printed,
-never asserted: a missed target does not fail the run, a wrong restore (sha256) does.
+bench/results.json: {"storage": {...}, "restic": {...}, "borg": {...}, "kvm": {...}} ("kvm":
+issue 4's backup of the same disk as a qcow2 on a running QEMU, see ``bench.kvm``; null when
+skipped or when libvirt/QEMU are missing). Figures are printed, never asserted: a missed target
+does not fail the run, a wrong restore (sha256) does.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from bench import images, report
+from bench import images, kvm, report
 from bench.measure import ToolRun
 from bench.ours import ROOT, bench_ours, big_disk_rss
 from bench.peers import PeerUnavailable, bench_peers, ensure_installed
@@ -47,6 +51,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="size of the disk for the memory check (default 4x --size-gib: 16; 0 skips it)",
     )
     ap.add_argument("--skip-peers", action="store_true", help="only our engine")
+    ap.add_argument(
+        "--skip-kvm", action="store_true", help="skip the KVM (libvirt + QEMU) benchmark"
+    )
     ap.add_argument(
         "--zstd-level",
         type=int,
@@ -97,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
         name: {key: (run.figures.get(key) if run else None) for key in KEYS}
         for name, run in runs.items()
     }
+    kvm_details: dict[str, Any] | None = None
+    if args.skip_kvm:
+        _say("kvm: skipped (--skip-kvm)")
+    elif lacking := kvm.missing():
+        _say("kvm: skipped, this machine lacks: " + ", ".join(lacking))
+    else:
+        _say("KVM: libvirt + NBD + storage engine ...")
+        kvm_details = kvm.bench_kvm(args.work, imgs)
+    kvm_figures = {key: kvm_details[key] for key in kvm.KEYS} if kvm_details else None
     big_seconds: dict[str, float] = {}
     if big is not None:
         _say(f"storage engine on the {big_size / GiB:g} GiB disk (memory) ...")
@@ -112,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     _say("")
     _say(report.table(results, headers, big_size / GiB or 16))
+    _say("")
+    for line in report.kvm_lines(kvm_figures):
+        _say(line)
     _say("")
     for name, run in runs.items():
         if run:
@@ -133,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     if size != 4 * GiB:
         _say(f"note: disk is {size / GiB:g} GiB, not the issue's 4 GiB")
 
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    args.output.write_text(json.dumps({**results, "kvm": kvm_figures}, indent=2) + "\n")
     meta = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "host": platform.node(),
@@ -149,10 +168,14 @@ def main(argv: list[str] | None = None) -> int:
             if r
         },
         "big_seconds": big_seconds,
+        "kvm": kvm_details,
         "results": results,
     }
     (args.work / "last-run.json").write_text(json.dumps(meta, indent=2) + "\n")
     _say(f"wrote {args.output} (details: {args.work / 'last-run.json'}); {elapsed:.0f} s")
+    if kvm_details is not None and not kvm_details["restore_matched"]:
+        print("bench: the KVM incremental restore point differs from the disk", file=sys.stderr)
+        return 1
     return 0
 
 
