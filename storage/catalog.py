@@ -18,11 +18,10 @@ from storage.engine_access import open_repository, vm_key_for
 from storage.models import Repository, RestorePoint, RestorePointDisk
 
 
-def _vm_for(vm_key: str) -> VirtualMachine | None:
-    for vm in VirtualMachine.objects.filter(present=True).select_related("connection"):
-        if vm_key_for(vm) == vm_key:
-            return vm
-    return None
+def vms_by_key() -> dict[str, VirtualMachine]:
+    """Inventory VMs by their repository key (computed once per import, not per manifest)."""
+    present = VirtualMachine.objects.filter(present=True).select_related("connection")
+    return {vm_key_for(vm): vm for vm in present}
 
 
 @transaction.atomic
@@ -32,12 +31,13 @@ def record_manifest(
     *,
     run: Any = None,
     vm: VirtualMachine | None = None,
+    known_vms: dict[str, VirtualMachine] | None = None,
 ) -> RestorePoint:
     point, _ = RestorePoint.objects.update_or_create(
         repository=repository,
         point_id=manifest.id,
         defaults={
-            "vm": vm if vm is not None else _vm_for(manifest.vm_key),
+            "vm": vm if vm is not None else (known_vms or vms_by_key()).get(manifest.vm_key),
             "vm_key": manifest.vm_key,
             "vm_name": manifest.vm_name,
             "run": run,
@@ -81,10 +81,11 @@ def import_catalog(
     engine = engine or open_repository(repository)
     known = set(repository.restore_points.values_list("point_id", flat=True))
     added = 0
+    vms = vms_by_key()
     for key in engine.manifest_keys():
         point_id = key.rsplit("/", 1)[-1]
         if point_id in known:
             continue
-        record_manifest(repository, engine.read_manifest(key))
+        record_manifest(repository, engine.read_manifest(key), known_vms=vms)
         added += 1
     return added, len(known)

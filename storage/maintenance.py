@@ -9,7 +9,7 @@ from inventory.models import Proxy
 from jobs.choices import LogLevel, RunKind, RunResult, RunState
 from jobs.models import JobRun, ProtectionPolicy
 from jobs.progress import Throttle, publish_run
-from jobs.runstate import begin, finish, log, set_state
+from jobs.runstate import begin, cancelled, finish, log, set_state
 from storage.catalog import import_catalog, record_manifest
 from storage.choices import RestorePointState
 from storage.engine.copy import copy_point
@@ -70,7 +70,7 @@ def _verify(run: JobRun, repository: Repository, engine: EngineRepository) -> No
     total = sum(p.logical_bytes for p in points)
     throttle, base, corrupt = Throttle(1.0), 0, 0
     for point in points:
-        if run.cancel_requested:
+        if cancelled(run):
             break
 
         def report(done: int, _total: int, offset: int = base) -> None:
@@ -95,7 +95,9 @@ def _verify(run: JobRun, repository: Repository, engine: EngineRepository) -> No
     _progress(run, throttle, total, total, force=True)
     mode = "Deep" if deep else "Fast"
     with transaction.atomic():
-        if corrupt:
+        if cancelled(run):
+            finish(run, RunResult.CANCELLED, f"Cancelled by a user; {corrupt} corrupt so far.")
+        elif corrupt:
             finish(run, RunResult.FAILED, f"{mode} verify: {corrupt} of {points.count()} corrupt.")
         else:
             finish(
@@ -165,7 +167,7 @@ def copy_points(
     total = sum(p.logical_bytes for p in todo)
     throttle, base, sent, copied = Throttle(1.0), 0, 0, 0
     for point in todo:
-        if run.cancel_requested:
+        if cancelled(run):
             break
         manifest = engine.read_manifest(point.manifest_path)
 
@@ -200,6 +202,9 @@ def _copy(run: JobRun, repository: Repository, engine: EngineRepository) -> None
         points = points.filter(pk=run.options["restore_point"])
     copied, sent = copy_points(run, repository, target, list(points))
     with transaction.atomic():
+        if cancelled(run):
+            finish(run, RunResult.CANCELLED, f"Cancelled by a user after {copied} point(s).")
+            return
         finish(
             run,
             RunResult.SUCCEEDED,
