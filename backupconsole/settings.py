@@ -175,6 +175,9 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Embedded mode: how many worker threads the all-in-one process runs.
 EMBEDDED_WORKER_THREADS = env.get_int("BACKUPCONSOLE_WORKER_THREADS", 4, minimum=1)
 PROXY_HEARTBEAT_SECONDS = env.get_int("BACKUPCONSOLE_PROXY_HEARTBEAT_SECONDS", 30, minimum=5)
+# At most this many VMs are backed up at once per hypervisor host, and write to one repository.
+HOST_MAX_VMS = env.get_int("BACKUPCONSOLE_HOST_MAX_VMS", 2, minimum=1)
+REPOSITORY_MAX_WRITERS = env.get_int("BACKUPCONSOLE_REPOSITORY_MAX_WRITERS", 4, minimum=1)
 
 # --- auth, API -------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from inventory.adapters import get_connector
 from inventory.models import Proxy, VirtualMachine
+from jobs import slots
 from jobs.backup import back_up_vm
 from jobs.choices import LogLevel, RunResult, RunState, TaskKind, TaskState
 from jobs.models import JobRun, ProtectionPolicy, RunTask
@@ -53,10 +54,7 @@ def _build_tree(run: JobRun, vms: list[VirtualMachine]) -> list[RunTask]:
 def _back_up_vm(run: JobRun, task: RunTask, engine: Callable[[], EngineRepository | None]) -> None:
     vm = task.vm
     assert vm is not None
-    task.state, task.started_at = TaskState.RUNNING, timezone.now()
-    task.save(update_fields=["state", "started_at"])
-    publish_run(run.pk)
-    connector = get_connector(vm.connection.kind)
+    connector = get_connector(vm.connection.kind)  # the task is RUNNING: slots.acquire
     reason = ""
     if connector is None:
         reason = f"No connector for {vm.connection.get_kind_display()} is available yet."
@@ -156,7 +154,7 @@ def run_vm_task(run_pk: int, task_pk: int, *, proxy: Proxy | None) -> None:
         task.proxy = proxy
         task.save(update_fields=["proxy"])
     run = JobRun.objects.select_related("policy__repository").get(pk=run_pk)
-    if cancelled(run):
+    if cancelled(run) or not slots.acquire(run, task):
         RunTask.objects.filter(Q(pk=task_pk) | Q(parent_id=task_pk)).update(
             state=TaskState.CANCELLED
         )
@@ -169,7 +167,7 @@ def complete_if_done(run_pk: int) -> None:
     """Called as each VM ends; the last one post-processes and finishes the run."""
     with transaction.atomic():
         run = JobRun.objects.select_for_update().get(pk=run_pk)
-        if run.state != RunState.WORKING:
+        if run.state not in (RunState.WORKING, RunState.WAITING_REPOSITORY):
             return
         vm_tasks = run.tasks.filter(kind=TaskKind.VM)
         if vm_tasks.filter(state__in=[TaskState.PENDING, TaskState.RUNNING]).exists():

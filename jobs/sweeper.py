@@ -17,7 +17,12 @@ from jobs.models import JobRun, RunTask, SnapshotArtifact
 from jobs.runstate import finish, log
 
 logger = logging.getLogger(__name__)
-ACTIVE = [RunState.STARTING, RunState.WORKING, RunState.POST_PROCESSING]
+ACTIVE = [
+    RunState.STARTING,
+    RunState.WORKING,
+    RunState.WAITING_REPOSITORY,
+    RunState.POST_PROCESSING,
+]
 
 
 def fail_lost_runs() -> int:
