@@ -20,6 +20,7 @@ from jobs.backup import back_up_vm
 from jobs.choices import LogLevel, RunResult, RunState, TaskKind, TaskState
 from jobs.models import JobRun, ProtectionPolicy, RunTask
 from jobs.progress import publish_run
+from jobs.retry import with_retries
 from jobs.runstate import begin, cancelled, finish, log, set_state
 from jobs.selection import resolve_selection
 from jobs.services import refresh_members
@@ -61,8 +62,19 @@ def _back_up_vm(run: JobRun, task: RunTask, engine: Callable[[], EngineRepositor
     elif (repository := engine()) is None:
         reason = "The repository cannot be opened."
     else:
+
+        def retrying(attempt: int, exc: BaseException, delay: float) -> None:
+            log(
+                run,
+                f"{vm.name}: {exc}; trying again in {delay:g} s (attempt {attempt + 1}).",
+                level=LogLevel.WARNING,
+                task=task,
+            )
+
         try:
-            point = back_up_vm(run, task, connector, repository)
+            point = with_retries(
+                lambda: back_up_vm(run, task, connector, repository), on_retry=retrying
+            )
         except Cancelled:
             reason = "Cancelled by a user."
             task.state = TaskState.CANCELLED

@@ -42,6 +42,10 @@ class KVMError(Exception):
     """libvirt said no; the message is for the run log."""
 
 
+class KVMUnreachable(KVMError, ConnectionError):
+    """libvirt did not answer: transient, so runs retry with backoff."""
+
+
 def libvirt_uri(connection: Any) -> str:
     """``qemu:///…`` as given, a local socket path, or a host reached over SSH."""
     address = connection.address
@@ -57,7 +61,9 @@ def _open(connection: Any) -> libvirt.virConnect:
     try:
         return libvirt.open(libvirt_uri(connection))
     except libvirt.libvirtError as exc:
-        raise KVMError(f"cannot connect to libvirt at {libvirt_uri(connection)}: {exc}") from exc
+        raise KVMUnreachable(
+            f"cannot connect to libvirt at {libvirt_uri(connection)}: {exc}"
+        ) from exc
 
 
 def _disks(xml: str) -> list[tuple[str, str, str, str]]:
