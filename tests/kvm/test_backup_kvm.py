@@ -276,3 +276,15 @@ def test_cancel_mid_run_stops_within_seconds_and_cleans_up(
         assert dom.listAllCheckpoints() == [] and dom.jobInfo()[0] == 0
     finally:
         remove_domain(dom)
+
+
+def test_without_a_guest_agent_the_backup_is_crash_consistent_and_says_why(world, admin_user):
+    policy = world["policy"]
+    policy.options = {"consistency": "application"}
+    policy.save()
+    run = _run(policy, admin_user)
+    assert run.result == RunResult.SUCCEEDED, run.reason
+    point = RestorePoint.objects.get(run=run)
+    assert point.consistency == "crash"
+    warning = run.logs.get(message__contains="crash-consistent")
+    assert "no QEMU guest agent answered" in warning.message
