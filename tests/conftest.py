@@ -3,7 +3,6 @@ when either is missing."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,8 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tests.unavailable import IN_CI
+
 # Real `celery worker` processes, for tests/integration and tests/kvm.
 pytest_plugins = ["tests.integration.workers"]
 

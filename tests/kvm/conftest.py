@@ -8,7 +8,6 @@ under CI=true, where they fail: a CI run that silently skipped them would prove 
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -25,20 +24,17 @@ from inventory.kvm.libvirt_env import (
     missing_requirements,
     remove_domain,
 )
+from tests.unavailable import unavailable
 
 if TYPE_CHECKING:
     import libvirt
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
 DISK_SIZE = 64 * 1024 * 1024
 
 
 def kvm_unavailable(reason: str) -> None:
     """Skip locally, fail under CI (where .ci/kvm-packages must have installed everything)."""
-    message = f"{reason} (run .ci/kvm-packages as root)"
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    unavailable(f"{reason} (run .ci/kvm-packages as root)")
 
 
 @pytest.fixture(scope="session")

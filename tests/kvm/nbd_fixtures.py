@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 import shutil
 import socket
 import subprocess
@@ -22,7 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from tests.unavailable import unavailable
+
 QEMU_TOOLS = ("qemu-nbd", "qemu-img", "qemu-io")
 
 
@@ -65,10 +65,7 @@ class NBDServer:
 def qemu_nbd_tools() -> None:
     missing = [tool for tool in QEMU_TOOLS if shutil.which(tool) is None]
     if missing:
-        message = f"{', '.join(missing)} not installed (apt-get install qemu-utils)"
-        if IN_CI:
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable(f"{', '.join(missing)} not installed (apt-get install qemu-utils)")
 
 
 @pytest.fixture
