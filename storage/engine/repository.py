@@ -6,7 +6,8 @@ import json
 import os
 import secrets
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,7 +24,7 @@ from storage.engine.envelope import (
     Codec,
     CorruptObject,
 )
-from storage.engine.index import DiskIndex, Entry, decode_page, encode_page
+from storage.engine.index import DiskIndex, Entry, decode_page
 from storage.engine.manifest import Manifest
 
 FORMAT = "backupconsole-repository"
@@ -216,15 +217,37 @@ class Repository:
         return self.backend.touch(key)
 
     def put_blob(
-        self, kind: int, data: bytes, *, since: datetime | None = None
+        self,
+        kind: int,
+        data: bytes,
+        *,
+        since: datetime | None = None,
+        digest: bytes | None = None,
+        timing: Callable[[float, float], None] | None = None,
     ) -> tuple[bytes, int]:
-        """Store a content-addressed object; returns (digest, bytes written or 0 if present)."""
-        digest = self.codec.digest(data)
+        """Store a content-addressed object; returns (digest, bytes written or 0 if present).
+
+        ``since`` is the writer's start (the GC-safety rule); ``timing`` receives the seconds
+        spent computing (hash, compress, encrypt) and in the backend, for bottleneck figures.
+        """
+        start = time.perf_counter()
+        if digest is None:
+            digest = self.codec.digest(data)
         key = self.blob_key(kind, digest)
+        hashed = time.perf_counter()
         if self.keep_if_present(key, since or datetime.now(UTC)):
+            if timing:
+                timing(hashed - start, time.perf_counter() - hashed)
             return digest, 0
+        checked = time.perf_counter()
         sealed = self.codec.seal(kind, digest, data)
+        sealed_at = time.perf_counter()
         written = self.backend.put(key, sealed, retain_until=self.retain_until())
+        if timing:
+            timing(
+                (hashed - start) + (sealed_at - checked),
+                (checked - hashed) + (time.perf_counter() - sealed_at),
+            )
         return digest, len(sealed) if written else 0
 
     def get_index(self, digest: bytes) -> bytes:
@@ -238,9 +261,6 @@ class Repository:
 
     def page(self, digest: bytes) -> list[Entry]:
         return decode_page(self.get_index(digest))
-
-    def put_page(self, entries: list[Entry]) -> tuple[bytes, int]:
-        return self.put_blob(KIND_INDEX, encode_page(entries))
 
     # --- manifests ---------------------------------------------------------------------------
     def write_manifest(self, manifest: Manifest) -> None:

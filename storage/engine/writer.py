@@ -83,26 +83,14 @@ class _TimedBackend:
         self.since = datetime.now(UTC)  # the writer's start, for the GC-safety rule
 
     def store(self, kind: int, data: bytes, digest: bytes | None = None) -> tuple[bytes, int, bool]:
-        start = time.perf_counter()
-        if digest is None:
-            digest = self.repo.codec.digest(data)
-        key = self.repo.blob_key(kind, digest)
-        hashed = time.perf_counter()
-        if self.repo.keep_if_present(key, self.since):  # present: kept from GC, not rewritten
-            self.counters.add(
-                process_seconds=hashed - start, store_seconds=time.perf_counter() - hashed
-            )
-            return digest, 0, False
-        touched = time.perf_counter()
-        sealed = self.repo.codec.seal(kind, digest, data)
-        sealed_at = time.perf_counter()
-        written = self.repo.backend.put(key, sealed, retain_until=self.repo.retain_until())
-        done = time.perf_counter()
-        self.counters.add(
-            process_seconds=(hashed - start) + (sealed_at - touched),
-            store_seconds=(touched - hashed) + (done - sealed_at),
+        """``Repository.put_blob`` with this writer's start and busy counters."""
+        digest, stored = self.repo.put_blob(
+            kind, data, since=self.since, digest=digest, timing=self._timing
         )
-        return digest, len(sealed) if written else 0, written
+        return digest, stored, stored > 0
+
+    def _timing(self, process: float, store: float) -> None:
+        self.counters.add(process_seconds=process, store_seconds=store)
 
 
 def _full_ranges(source: BlockSource, chunk_size: int) -> list[Range]:
