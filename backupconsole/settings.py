@@ -178,6 +178,9 @@ PROXY_HEARTBEAT_SECONDS = env.get_int("BACKUPCONSOLE_PROXY_HEARTBEAT_SECONDS", 3
 # At most this many VMs are backed up at once per hypervisor host, and write to one repository.
 HOST_MAX_VMS = env.get_int("BACKUPCONSOLE_HOST_MAX_VMS", 2, minimum=1)
 REPOSITORY_MAX_WRITERS = env.get_int("BACKUPCONSOLE_REPOSITORY_MAX_WRITERS", 4, minimum=1)
+# A proxy reads remote KVM hosts' backup exports over NBD with TLS, authenticating with the
+# client certificate in this directory (ca-cert.pem, client-cert.pem, client-key.pem).
+KVM_NBD_TLS_DIR = env.get_str("BACKUPCONSOLE_KVM_NBD_TLS_DIR", "/etc/pki/backupconsole/nbd")
 
 # --- auth, API -------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -86,6 +86,8 @@ class SnapshotDisk(Protocol):
 class BackupSnapshot(Protocol):
     consistency: str  # "application" or "crash"
     consistency_note: str  # why crash-consistent, when it is
+    # Which transport reads the disks and why (e.g. a fallback and its reason), for the run log.
+    transport_note: str
     vm_config: dict[str, Any]
 
     @property

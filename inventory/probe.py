@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 from inventory.choices import TLS_KINDS, ConnectionKind
 
@@ -42,6 +43,20 @@ def _connect(address: str, port: int, deadline: float) -> socket.socket:
     return socket.create_connection((address, port), timeout=max(deadline - time.monotonic(), 0.01))
 
 
+# libvirt's default ports per URI transport (ssh: the SSH daemon; tcp/tls: libvirtd itself).
+_LIBVIRT_PORTS = {"ssh": 22, "tcp": 16509, "tls": 16514}
+
+
+def _libvirt_target(uri: str) -> tuple[str, int, bool]:
+    """(socket path or host, port, speaks SSH) of a libvirt URI such as ``qemu+ssh://h/system``."""
+    parts = urlsplit(uri)
+    transport = parts.scheme.partition("+")[2] or ("tls" if parts.hostname else "unix")
+    if transport == "unix" or not parts.hostname:
+        socket_path = parse_qs(parts.query).get("socket", ["/run/libvirt/libvirt-sock"])[0]
+        return socket_path, 0, False
+    return parts.hostname, parts.port or _LIBVIRT_PORTS.get(transport, 22), transport == "ssh"
+
+
 def probe(
     kind: str,
     address: str,
@@ -52,6 +67,9 @@ def probe(
     timeout: float,
 ) -> ProbeResult:
     deadline = time.monotonic() + timeout
+    ssh = True
+    if ConnectionKind(kind) == ConnectionKind.KVM and address.startswith("qemu"):
+        address, port, ssh = _libvirt_target(address)
     where = address if address.startswith("/") else f"{address}:{port}"
     try:
         sock = _connect(address, port, deadline)
@@ -61,6 +79,8 @@ def probe(
         return ProbeResult(False, f"Cannot reach {where}: {exc.strerror or exc}.")
     with sock:
         if ConnectionKind(kind) not in TLS_KINDS:
+            if not ssh:  # libvirt's own protocol sends nothing first
+                return ProbeResult(True, f"libvirt at {where} accepts connections.")
             return _check_banner(sock, where, deadline)
         return _check_tls(sock, address, port, where, verify_tls, pinned_fingerprint, deadline)
 

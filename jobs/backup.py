@@ -210,6 +210,8 @@ def back_up_vm(
                 level=LogLevel.WARNING,
                 task=vm_task,
             )
+        if snapshot.transport_note:
+            log(run, f"{vm.name}: transport {snapshot.transport_note}", task=vm_task)
         inputs = _inputs(snapshot, vm, parent, run, vm_task)
         for item in inputs:
             task = disk_tasks[item.device_key]

@@ -95,6 +95,20 @@ def test_kvm_host_is_checked_for_an_ssh_banner(api):
     assert "SSH-2.0-OpenSSH" in response.data["last_test_message"]
 
 
+def test_kvm_libvirt_uris_are_probed_where_they_point(api):
+    with ssh_like_server() as port:
+        uri = f"qemu+ssh://root@127.0.0.1:{port}/system"
+        response = api.post(URL, _body(name="kvm-ssh", kind="kvm", address=uri), format="json")
+    assert response.status_code == 201, response.data
+    assert f"127.0.0.1:{port} answers with SSH-2.0" in response.data["last_test_message"]
+
+    port = closed_port()
+    uri = f"qemu+tcp://127.0.0.1:{port}/system"
+    response = api.post(URL, _body(name="kvm-tcp", kind="kvm", address=uri), format="json")
+    assert response.status_code == 400
+    assert f"127.0.0.1:{port}" in str(response.data["address"])
+
+
 def test_kvm_fingerprint_is_refused(api):
     response = api.post(
         URL, _body(kind="kvm", skip_test=True, tls_fingerprint="AA:BB"), format="json"

@@ -27,7 +27,9 @@ from inventory.adapters import (
     RecordArtifact,
     TrackingLost,
 )
+from inventory.kvm import transport
 from inventory.kvm.sources import NBDSource
+from inventory.kvm.transport import Endpoint, TransportUnavailable
 
 PREFIX = "bc-"  # our checkpoints; others' are left alone
 _STATES = {
@@ -87,7 +89,7 @@ class _Disk:
     device_key: str
     size: int
     token: str
-    socket: str
+    endpoint: Endpoint
     incremental_from: str | None
     lost_reason: str
     sources: list[NBDSource] = field(default_factory=list)
@@ -97,15 +99,14 @@ class _Disk:
         return f"qemu:dirty-bitmap:backup-{self.device_key}"
 
     def source(self, transport: str | None = None) -> NBDSource:
-        contexts = ["base:allocation"]
-        source = NBDSource(self.socket, self.device_key, contexts)
+        source = NBDSource(self.endpoint.connect(self.device_key, ["base:allocation"]))
         self.sources.append(source)
         return source
 
     def changes_since(self, token: str) -> list[tuple[int, int]] | TrackingLost:
         if self.incremental_from is None or token != self.incremental_from:
             return TrackingLost(self.lost_reason or f"no change tracking since {token}")
-        probe = NBDSource(self.socket, self.device_key, [self.bitmap])
+        probe = NBDSource(self.endpoint.connect(self.device_key, [self.bitmap]))
         try:
             return probe.dirty(self.bitmap)
         finally:
@@ -118,6 +119,8 @@ class _Snapshot:
     consistency_note: str
     vm_config: dict[str, Any]
     disks: dict[str, _Disk]
+    transport: str = transport.LOCAL
+    transport_note: str = ""
     kept: bool = False
 
     def keep_tracking(self) -> None:
@@ -128,7 +131,12 @@ class KVMConnector:
     kind = "kvm"
 
     def capabilities(self, connection: Any) -> Capabilities:
-        return Capabilities(change_tracking=True, quiesce=True, transports=("nbd",))
+        remote = transport.remote_host(libvirt_uri(connection)) is not None
+        return Capabilities(
+            change_tracking=True,
+            quiesce=True,
+            transports=(transport.NBDSSL,) if remote else (transport.LOCAL,),
+        )
 
     def discover(self, connection: Any) -> InventorySnapshot:
         conn = _open(connection)
@@ -190,7 +198,6 @@ class KVMConnector:
                 prefix="backupconsole-", dir=os.environ.get("BACKUPCONSOLE_SCRATCH_DIR")
             )
         )
-        socket_path = str(workdir / "nbd.sock")
         forget_job = record("backup-job", {"domain": dom.UUIDString(), "workdir": str(workdir)})
         forget_checkpoint = record("checkpoint", {"domain": dom.UUIDString(), "name": new})
         consistency, note = "crash", "Crash-consistent: the policy asks for no quiescing."
@@ -199,7 +206,9 @@ class KVMConnector:
             if quiesce:
                 consistency, note = _freeze(dom)
             try:
-                previous, lost = _begin(dom, disks, workdir, socket_path, new, previous, lost)
+                endpoint, previous, lost = _begin(
+                    dom, disks, workdir, libvirt_uri(connection), new, previous, lost
+                )
             finally:
                 if consistency == "application":
                     with suppress(libvirt.libvirtError):
@@ -208,12 +217,14 @@ class KVMConnector:
                 consistency=consistency,
                 consistency_note=note,
                 vm_config={"libvirt_xml": dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)},
+                transport=endpoint.transport,
+                transport_note=endpoint.describe(),
                 disks={
                     target: _Disk(
                         target,
                         dom.blockInfo(target)[0],
                         new,
-                        socket_path,
+                        endpoint,
                         previous if fmt == "qcow2" else None,
                         lost if fmt == "qcow2" else f"{target} is {fmt}: no dirty bitmap",
                     )
@@ -287,10 +298,13 @@ def _freeze(dom: libvirt.virDomain) -> tuple[str, str]:
 
 
 def _backup_xml(
-    disks: list[tuple[str, str, str, str]], workdir: Path, socket: str, incremental: str | None
+    disks: list[tuple[str, str, str, str]],
+    workdir: Path,
+    endpoint: Endpoint,
+    incremental: str | None,
 ) -> str:
     parts = [f"<incremental>{incremental}</incremental>" if incremental else ""]
-    parts.append(f"<server transport='unix' socket={quoteattr(socket)}/><disks>")
+    parts.append(endpoint.server_xml() + "<disks>")
     for target, _path, _fmt, _dev in disks:
         scratch = quoteattr(str(workdir / f"scratch-{target}.qcow2"))
         parts.append(
@@ -311,27 +325,39 @@ def _begin(
     dom: libvirt.virDomain,
     disks: list[tuple[str, str, str, str]],
     workdir: Path,
-    socket: str,
+    uri: str,
     new: str,
     previous: str | None,
     lost: str,
-) -> tuple[str | None, str]:
+) -> tuple[Endpoint, str | None, str]:
     checkpoint = _checkpoint_xml(new, disks)
-    if previous is not None:
-        try:
-            dom.backupBegin(_backup_xml(disks, workdir, socket, previous), checkpoint)
-            return previous, ""
-        except libvirt.libvirtError as exc:
-            # Bitmaps left inconsistent (QEMU killed, host crash): read in full and repair by
-            # starting a fresh checkpoint; say why.
-            lost = f"Change tracking since {previous} is unusable: {exc.get_error_message()}"
-            _delete_checkpoint(dom, new)
-            _drop_checkpoints(dom, keep=None)
     try:
-        dom.backupBegin(_backup_xml(disks, workdir, socket, None), checkpoint)
-    except libvirt.libvirtError as exc:
-        raise KVMError(f"libvirt refused the backup: {exc.get_error_message()}") from exc
-    return None, lost
+        endpoints = list(transport.candidates(uri, workdir))
+    except TransportUnavailable as exc:
+        raise KVMError(str(exc)) from exc
+    for endpoint in endpoints:
+        if previous is not None:
+            try:
+                dom.backupBegin(_backup_xml(disks, workdir, endpoint, previous), checkpoint)
+                return endpoint, previous, ""
+            except libvirt.libvirtError as exc:
+                if transport.port_in_use(exc.get_error_message()):
+                    continue
+                # Bitmaps left inconsistent (QEMU killed, host crash): read in full and repair
+                # by starting a fresh checkpoint; say why.
+                lost = f"Change tracking since {previous} is unusable: {exc.get_error_message()}"
+                previous = None
+                _delete_checkpoint(dom, new)
+                _drop_checkpoints(dom, keep=None)
+        try:
+            dom.backupBegin(_backup_xml(disks, workdir, endpoint, None), checkpoint)
+        except libvirt.libvirtError as exc:
+            if transport.port_in_use(exc.get_error_message()):
+                continue
+            raise KVMError(f"libvirt refused the backup: {exc.get_error_message()}") from exc
+        return endpoint, None, lost
+    ports = transport.PORTS
+    raise KVMError(f"no free NBD port on the host in {ports.start}-{ports.stop - 1}")
 
 
 def _end_job(dom: libvirt.virDomain, *, wait: float = 15.0) -> None:

@@ -123,9 +123,20 @@ class LocalLibvirt:
     """
 
     def __init__(
-        self, root: Path | str, *, cache_dir: Path | str | None = None, start_timeout: float = 10.0
+        self,
+        root: Path | str,
+        *,
+        cache_dir: Path | str | None = None,
+        start_timeout: float = 10.0,
+        tcp_port: int | None = None,
+        backup_tls_dir: Path | str | None = None,
     ) -> None:
         self.root = Path(root).absolute()
+        # A host the proxy reaches over the network, as a remote KVM host is: libvirt's remote
+        # protocol on 127.0.0.1:tcp_port (no auth: tests only) and pull-backup NBD exports behind
+        # TLS with client certificates from backup_tls_dir (ca-cert.pem, server-cert.pem, ...).
+        self.tcp_port = tcp_port
+        self.backup_tls_dir = Path(backup_tls_dir).absolute() if backup_tls_dir else None
         # libvirt caches what it probed of the QEMU binary (~0.8 s, paid by the first define
         # after start) and revalidates the cache against the binary, so it may be shared between
         # instances and kept across restarts. Default: ``root/cache``.
@@ -141,6 +152,13 @@ class LocalLibvirt:
     @property
     def uri(self) -> str:
         return f"qemu:///system?socket={self.socket_path}"
+
+    @property
+    def tcp_uri(self) -> str:
+        """The URI a proxy on another machine would use (``qemu+tcp://``); needs ``tcp_port``."""
+        if self.tcp_port is None:
+            raise LibvirtEnvError("this libvirtd does not listen on TCP (no tcp_port)")
+        return f"qemu+tcp://127.0.0.1:{self.tcp_port}/system"
 
     @property
     def log_dir(self) -> Path:
@@ -230,8 +248,20 @@ class LocalLibvirt:
         for sub, _target in _BIND_MOUNTS:
             (self.root / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
         self.cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (self.root / "etc" / "libvirtd.conf").write_text(_LIBVIRTD_CONF)
-        (self.root / "etc" / "qemu.conf").write_text(_QEMU_CONF)
+        libvirtd_conf, qemu_conf = _LIBVIRTD_CONF, _QEMU_CONF
+        if self.tcp_port is not None:
+            libvirtd_conf = libvirtd_conf.replace("listen_tcp = 0", "listen_tcp = 1") + (
+                f'listen_addr = "127.0.0.1"\ntcp_port = "{self.tcp_port}"\nauth_tcp = "none"\n'
+            )
+        if self.backup_tls_dir is not None:
+            qemu_conf += (
+                f"backup_tls_x509_cert_dir = {_conf_string(str(self.backup_tls_dir))}\n"
+                "backup_tls_x509_verify = 1\n"
+            )
+        (self.root / "etc" / "libvirtd.conf").write_text(libvirtd_conf)
+        (self.root / "etc" / "qemu.conf").write_text(qemu_conf)
+        # The namespace init reads this to add --listen (libvirtd ignores listen_tcp without it).
+        (self.root / "etc" / "listen").write_text("1" if self.tcp_port is not None else "")
         (self.root / "etc" / "virtlogd.conf").write_text(_VIRTLOGD_CONF)
 
     def _wait_ready(self) -> None:
@@ -303,10 +333,12 @@ def _namespace_init(root: Path, cache_dir: Path) -> int:
     deadline = time.monotonic() + 5
     while not (run / "virtlogd-sock").exists() and time.monotonic() < deadline:
         time.sleep(0.01)
+    listen = ["--listen"] if (etc / "listen").read_text().strip() else []
     spawn(
         "libvirtd",
         [
             _sbin("libvirtd"),
+            *listen,
             "--config",
             str(etc / "libvirtd.conf"),
             "--pid-file",
@@ -337,6 +369,11 @@ def _namespace_init(root: Path, cache_dir: Path) -> int:
         time.sleep(0.02)
     # Returning ends PID 1: the kernel SIGKILLs whatever is left (QEMU processes included).
     return status
+
+
+def _conf_string(value: str) -> str:
+    """A libvirt config-file string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _reap() -> list[tuple[int, int]]:

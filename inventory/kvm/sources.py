@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from inventory.kvm.nbd import NBDClient
 from storage.engine.extents import Range
 
@@ -11,9 +9,9 @@ from storage.engine.extents import Range
 class NBDSource:
     """Reads a point-in-time disk export; holes come from ``base:allocation``."""
 
-    def __init__(self, socket_path: str | os.PathLike[str], export: str, contexts: list[str]):
-        self.client = NBDClient.connect_unix(socket_path, export, meta_contexts=contexts)
-        self.size = self.client.size
+    def __init__(self, client: NBDClient):
+        self.client = client
+        self.size = client.size
 
     def read(self, offset: int, length: int) -> bytes:
         return self.client.read(offset, length)

@@ -24,6 +24,7 @@ from inventory.kvm.libvirt_env import (
     missing_requirements,
     remove_domain,
 )
+from tests.kvm.nbd_fixtures import tls_dir  # noqa: F401 - shared by the NBD and remote-host tests
 from tests.unavailable import unavailable
 
 if TYPE_CHECKING:

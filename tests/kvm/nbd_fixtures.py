@@ -151,7 +151,8 @@ def silent_server() -> Iterator[int]:
 
 @pytest.fixture(scope="session")
 def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A CA and a server certificate for 127.0.0.1 laid out as QEMU's tls-creds-x509 expects."""
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, laid out as QEMU's
+    tls-creds-x509 expects (the proxy uses ca-cert.pem and client-*.pem)."""
     directory = tmp_path_factory.mktemp("tls")
     now = datetime.datetime.now(datetime.UTC)
     ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -175,15 +176,34 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    pem = serialization.Encoding.PEM
-    (directory / "ca-cert.pem").write_bytes(ca_cert.public_bytes(pem))
-    (directory / "server-cert.pem").write_bytes(cert.public_bytes(pem))
-    (directory / "server-key.pem").write_bytes(
-        key.private_bytes(
-            pem, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
-        )
+    # The proxy's side, for servers that verify their peer (libvirt's backup_tls_x509_verify).
+    client_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    client_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "backupconsole proxy")])
+    client_cert = (
+        _cert_builder(client_name, ca_name, client_key.public_key(), now)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
     )
+    (directory / "ca-cert.pem").write_bytes(_pem(ca_cert))
+    for role, (certificate, private_key) in {
+        "server": (cert, key),
+        "client": (client_cert, client_key),
+    }.items():
+        (directory / f"{role}-cert.pem").write_bytes(_pem(certificate))
+        (directory / f"{role}-key.pem").write_bytes(
+            private_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+        )
     return directory
+
+
+def _pem(certificate: x509.Certificate) -> bytes:
+    return certificate.public_bytes(serialization.Encoding.PEM)
 
 
 def _cert_builder(

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from inventory import services as inventory_services
 from inventory.kvm.libvirt_env import disk_aliases, guest_flush, guest_write, guest_write_zero
 from inventory.models import VirtualMachine
-from inventory.tasks import sync_connection
 from jobs import engine, services
 from jobs.choices import RunResult, Trigger
 from jobs.models import JobRun, SnapshotArtifact
-from storage import services as storage_services
 from storage.engine.reader import restore_disk
 from storage.engine_access import open_repository
 from storage.models import RestorePoint
+from tests.kvm.protect import protect
 from tests.storage.helpers import sha256
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -59,28 +57,9 @@ def _convert(disk: Path, out: Path) -> Path:
 
 @pytest.fixture
 def world(libvirt_env, kvm_domain, admin_user, tmp_path):
-    connection = inventory_services.create_connection(
-        data={"name": "kvm-local", "kind": "kvm", "address": str(libvirt_env.socket_path)},
-        secret="",
-        acting_user=admin_user,
-    )
-    sync_connection(connection.pk)
+    policy = protect(str(libvirt_env.socket_path), [kvm_domain.name], admin_user, tmp_path / "repo")
     vm = VirtualMachine.objects.get(name=kvm_domain.name)
-    repository = storage_services.create_repository(
-        data={"name": "primary", "kind": "filesystem", "location": str(tmp_path / "repo")},
-        secret="",
-        passphrase="pw",
-        acting_user=admin_user,
-    )
-    policy = services.create_policy(
-        data={"name": "nightly", "repository": repository, "options": {"consistency": "crash"}},
-        vms=[vm],
-        excluded_vms=[],
-        rules=[],
-        schedules=[],
-        acting_user=admin_user,
-    )
-    return {"vm": vm, "policy": policy, "repository": repository, "domain": kvm_domain}
+    return {"vm": vm, "policy": policy, "repository": policy.repository, "domain": kvm_domain}
 
 
 def _run(policy, user) -> JobRun:
@@ -230,26 +209,7 @@ def test_cancel_mid_run_stops_within_seconds_and_cleans_up(
     )
     try:
         guest_write(dom, disk_aliases(dom)[0], 0, 700 * MiB, 0x5A)
-        connection = inventory_services.create_connection(
-            data={"name": "kvm-local", "kind": "kvm", "address": str(libvirt_env.socket_path)},
-            secret="",
-            acting_user=admin_user,
-        )
-        sync_connection(connection.pk)
-        repository = storage_services.create_repository(
-            data={"name": "r", "kind": "filesystem", "location": str(tmp_path / "repo")},
-            secret="",
-            passphrase="pw",
-            acting_user=admin_user,
-        )
-        policy = services.create_policy(
-            data={"name": "p", "repository": repository, "options": {"consistency": "crash"}},
-            vms=[VirtualMachine.objects.get(name=dom.name())],
-            excluded_vms=[],
-            rules=[],
-            schedules=[],
-            acting_user=admin_user,
-        )
+        policy = protect(str(libvirt_env.socket_path), [dom.name()], admin_user, tmp_path / "repo")
         run = services.start_run(policy, trigger=Trigger.MANUAL, acting_user=admin_user)
 
         def in_thread() -> None:

@@ -17,16 +17,13 @@ from django.db import connections
 from rest_framework.authtoken.models import Token
 
 from backupconsole.asgi import application
-from inventory import services as inventory_services
 from inventory.kvm.libvirt_env import define_test_domain, disk_aliases, guest_write, remove_domain
-from inventory.models import VirtualMachine
-from inventory.tasks import sync_connection
 from jobs import services
 from jobs.choices import RunResult, RunState, TaskKind, Trigger
 from jobs.models import JobRun, SnapshotArtifact
 from jobs.sweeper import fail_lost_runs, sweep
-from storage import services as storage_services
 from storage.models import RestorePoint
+from tests.kvm.protect import protect
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 MiB = 1024 * 1024
@@ -51,26 +48,8 @@ def _setup(libvirt_env, domains, admin_user, tmp_path, vm_data=8 * MiB):
     for dom in domains:
         for index, alias in enumerate(disk_aliases(dom)):
             guest_write(dom, alias, index * MiB, vm_data, 0x30 + index)
-    connection = inventory_services.create_connection(
-        data={"name": "kvm", "kind": "kvm", "address": str(libvirt_env.socket_path)},
-        secret="",
-        acting_user=admin_user,
-    )
-    sync_connection(connection.pk)
-    repository = storage_services.create_repository(
-        data={"name": "primary", "kind": "filesystem", "location": str(tmp_path / "repo")},
-        secret="",
-        passphrase="pw",
-        acting_user=admin_user,
-    )
-    vms = list(VirtualMachine.objects.filter(name__in=[d.name() for d in domains]))
-    return services.create_policy(
-        data={"name": "nightly", "repository": repository, "options": {"consistency": "crash"}},
-        vms=vms,
-        excluded_vms=[],
-        rules=[],
-        schedules=[],
-        acting_user=admin_user,
+    return protect(
+        str(libvirt_env.socket_path), [d.name() for d in domains], admin_user, tmp_path / "repo"
     )
 
 
