@@ -287,8 +287,14 @@ CONNECTION_TEST_TIMEOUT_SECONDS = env.get_int(
     "BACKUPCONSOLE_CONNECTION_TEST_TIMEOUT", 10, minimum=1
 )
 
+# How often due policy schedules are looked for; cron has minute resolution, so a firing is at
+# most this late.
+SCHEDULE_TICK_SECONDS = env.get_int("BACKUPCONSOLE_SCHEDULE_TICK_SECONDS", 20, minimum=1)
 CELERY_BEAT_SCHEDULE = {
-    "dispatch-due-schedules": {"task": "jobs.tasks.dispatch_schedules", "schedule": 60.0},
+    "dispatch-due-schedules": {
+        "task": "jobs.tasks.dispatch_schedules",
+        "schedule": float(SCHEDULE_TICK_SECONDS),
+    },
     "reap-lost-runs": {"task": "jobs.tasks.reap_lost_runs", "schedule": 30.0},
     "sweep-artifacts": {"task": "jobs.tasks.sweep_artifacts", "schedule": 120.0},
     "sync-inventory": {"task": "inventory.tasks.sync_all", "schedule": 900.0},

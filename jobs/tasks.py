@@ -37,7 +37,7 @@ def back_up_vm_task(self, run_pk: int, task_pk: int) -> None:  # type: ignore[no
 
 @shared_task
 def dispatch_schedules() -> int:
-    """Start the runs whose schedules came due; run every minute by the beat scheduler."""
+    """Start the runs whose schedules came due; run every SCHEDULE_TICK_SECONDS by beat."""
     from backupconsole.errors import ActionRefused
     from jobs.services import start_run
 

@@ -31,17 +31,10 @@ def _require_services() -> None:
         pytest.fail("integration tests need " + ", ".join(missing) + "; run them via `make test`")
 
 
-@pytest.fixture
-def celery_worker_process(
-    transactional_db: Any, tmp_path: Path
-) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
-    """Start `celery worker` processes consuming a named proxy queue; stopped afterwards."""
-    _require_services()
-    import redis
-
-    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+def _process_env(tmp_path: Path) -> dict[str, str]:
+    """What a worker or beat process needs to share the test database and broker."""
     database = connection.settings_dict
-    env = {
+    return {
         **os.environ,
         "DATABASE_URL": (
             f"postgres://{database['USER'] or 'postgres'}@{database['HOST'] or '127.0.0.1'}:"
@@ -51,9 +44,32 @@ def celery_worker_process(
         "BACKUPCONSOLE_CREDENTIAL_KEYS": ",".join(settings.CREDENTIAL_KEYS),
         "BACKUPCONSOLE_PROXY_HEARTBEAT_SECONDS": "5",
     }
+
+
+def _stop(processes: list[subprocess.Popen[str]]) -> None:
+    for process in processes:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def celery_worker_process(
+    transactional_db: Any, tmp_path: Path
+) -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Start `celery worker` processes consuming a named proxy queue; stopped afterwards."""
+    _require_services()
+    import redis
+
+    redis.Redis.from_url(settings.CELERY_BROKER_URL).flushdb()
+    env = _process_env(tmp_path)
     started: list[subprocess.Popen[str]] = []
 
-    def start(name: str) -> subprocess.Popen[str]:
+    def start(name: str, *, also: tuple[str, ...] = ()) -> subprocess.Popen[str]:
+        """A worker consuming the proxy queue ``name`` and the queues in ``also``."""
         log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
         process = subprocess.Popen(
             [
@@ -64,7 +80,7 @@ def celery_worker_process(
                 "backupconsole",
                 "worker",
                 "-Q",
-                name,
+                ",".join((name, *also)),
                 "-n",
                 f"{name}@%h",
                 "--pool",
@@ -87,13 +103,46 @@ def celery_worker_process(
         return process
 
     yield start
-    for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    _stop(started)
+
+
+@pytest.fixture
+def celery_beat_process(
+    celery_worker_process: Any, tmp_path: Path
+) -> Iterator[Callable[[], subprocess.Popen[str]]]:
+    """Start `celery beat` with the production DatabaseScheduler, looking for due schedules
+    every second (production: BACKUPCONSOLE_SCHEDULE_TICK_SECONDS, default 20)."""
+    env = {**_process_env(tmp_path), "BACKUPCONSOLE_SCHEDULE_TICK_SECONDS": "1"}
+    started: list[subprocess.Popen[str]] = []
+
+    def start() -> subprocess.Popen[str]:
+        log = open(tmp_path / "beat.log", "w")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "backupconsole",
+                "beat",
+                "--scheduler",
+                settings.CELERY_BEAT_SCHEDULER,
+                "--pidfile",
+                str(tmp_path / "beat.pid"),
+                "-l",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    _stop(started)
 
 
 def _wait_for_heartbeat(name: str, process: subprocess.Popen[str], log: Path) -> None:
