@@ -404,6 +404,16 @@ def create_qcow2(path: Path, size: int) -> None:
     )
 
 
+@dataclass(frozen=True)
+class GuestBoot:
+    """Direct kernel boot of a small guest (see tests/kvm/guest.py), its console to a file."""
+
+    kernel: Path
+    initrd: Path
+    console_log: Path
+    cmdline: str = "console=ttyS0 panic=-1 quiet"
+
+
 def define_test_domain(
     conn: libvirt.virConnect,
     name: str,
@@ -412,11 +422,13 @@ def define_test_domain(
     *,
     disk_size: int = 64 * 1024 * 1024,
     start: bool = True,
+    boot: GuestBoot | None = None,
 ) -> libvirt.virDomain:
     """Define (and start) a TCG q35 domain without an OS whose disks are qcow2 files on
     virtio-scsi (``scsi-hd``, so ``qemu-io -d <alias>`` works: it needs a real qdev drive).
     Missing disk images are created with ``disk_size``; relative paths resolve against
-    ``workdir``. SeaBIOS finds nothing to boot and idles, so the domain runs but costs no CPU."""
+    ``workdir``. SeaBIOS finds nothing to boot and idles, so the domain runs but costs no CPU.
+    With ``boot``, a kernel and initramfs boot directly, with a guest-agent channel."""
     if len(disks) > 26:
         raise ValueError("at most 26 disks (sda..sdz)")
     workdir.mkdir(parents=True, exist_ok=True)
@@ -437,19 +449,29 @@ def define_test_domain(
       <address type='drive' controller='0' bus='0' target='0' unit='{index}'/>
     </disk>"""
         )
+    os_xml, memory, extra = "", 128, ""
+    if boot is not None:
+        os_xml = (
+            f"<kernel>{escape(str(boot.kernel))}</kernel><initrd>{escape(str(boot.initrd))}</initrd>"
+            f"<cmdline>{escape(boot.cmdline)}</cmdline>"
+        )
+        memory = 384
+        extra = f"""
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <serial type='file'><source path={quoteattr(str(boot.console_log))}/></serial>"""
     xml = f"""
 <domain type='qemu'>
   <name>{escape(name)}</name>
-  <memory unit='MiB'>128</memory>
+  <memory unit='MiB'>{memory}</memory>
   <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='q35'>hvm</type></os>
+  <os><type arch='x86_64' machine='q35'>hvm</type>{os_xml}</os>
   <on_poweroff>destroy</on_poweroff>
   <on_reboot>destroy</on_reboot>
   <on_crash>destroy</on_crash>
   <devices>
     <emulator>{_sbin("qemu-system-x86_64")}</emulator>
     <controller type='scsi' index='0' model='virtio-scsi'/>
-    <controller type='usb' model='none'/>{"".join(disk_xml)}
+    <controller type='usb' model='none'/>{"".join(disk_xml)}{extra}
     <memballoon model='none'/>
   </devices>
 </domain>"""

@@ -14,7 +14,13 @@ from jobs.models import ProtectionPolicy
 from storage import services as storage_services
 
 
-def protect(address: str, domain_names: list[str], user: Any, repo_dir: Path) -> ProtectionPolicy:
+def protect(
+    address: str,
+    domain_names: list[str],
+    user: Any,
+    repo_dir: Path,
+    consistency: str = "crash",
+) -> ProtectionPolicy:
     connection = inventory_services.create_connection(
         data={"name": "kvm", "kind": "kvm", "address": address}, secret="", acting_user=user
     )
@@ -26,7 +32,7 @@ def protect(address: str, domain_names: list[str], user: Any, repo_dir: Path) ->
         acting_user=user,
     )
     return services.create_policy(
-        data={"name": "nightly", "repository": repository, "options": {"consistency": "crash"}},
+        data={"name": "nightly", "repository": repository, "options": {"consistency": consistency}},
         vms=list(VirtualMachine.objects.filter(name__in=domain_names)),
         excluded_vms=[],
         rules=[],
