@@ -13,7 +13,7 @@ TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) CELERY
 
 TYPED := backupconsole inventory jobs storage frontend
 
-.PHONY: run test lint schema check-schema services kvm install lock bench clean
+.PHONY: run test lint schema check-schema services kvm browser vcsim install lock bench clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
@@ -31,7 +31,7 @@ run: $(STAMP)
 	$(BIN)/python manage.py runconsole
 
 ## make test: set up and run lint, migration check, OpenAPI diff and the whole pytest suite
-test: $(STAMP) services kvm
+test: $(STAMP) services kvm browser vcsim
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy $(TYPED)
@@ -47,6 +47,22 @@ services:
 # QEMU, libvirt and the libvirt binding for the KVM connector's tests (installed when root).
 kvm: $(STAMP)
 	bash .ci/kvm-packages $(VENV)
+
+# Debian's Chromium for the browser tests (tests/browser; Playwright never downloads a browser).
+browser:
+	bash .ci/browser-packages
+
+# VMware's vSphere simulator plus our backup extensions (tests/vcsim/README.md), built offline
+# from Debian's Go and govmomi packages; rebuilt when its sources change.
+VCSIM := .cache/vcsim/vcsim-ext
+vcsim: $(VCSIM)
+
+$(VCSIM): $(wildcard tests/vcsim/*.go) tests/vcsim/go.mod
+	bash .ci/vcsim-packages
+	mkdir -p $(@D)
+	cd tests/vcsim && GO111MODULE=off GOPATH=/usr/share/gocode GOPROXY=off GOFLAGS= \
+		go build -o $(CURDIR)/$@.tmp .
+	mv $@.tmp $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
