@@ -9,7 +9,7 @@ from django.db import models
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 
-from backupconsole.models import AuditEvent
+from backupconsole.models import AuditEvent, RoleAssignment
 from backupconsole.permissions import may
 from inventory.models import Connection, Proxy, VirtualMachine
 from jobs.models import JobRun, ProtectionPolicy
@@ -27,6 +27,8 @@ class NavEntry:
     # Where the entry points until a console page named "frontend:<key>" exists: a URL name
     # plus an optional fragment, or a literal path when the name cannot be reversed.
     fallback: tuple[str, str] = ("frontend:home", "")
+    # The action the user needs on one of ``models`` ("manage" for administrators' pages).
+    action: str = "view"
 
 
 NAV_ENTRIES = (
@@ -42,6 +44,7 @@ NAV_ENTRIES = (
         "policies", "Policies", "shield-check", (ProtectionPolicy,), ("frontend:home", "#policies")
     ),
     NavEntry("runs", "Runs", "play-circle", (JobRun,), ("frontend:home", "#runs")),
+    NavEntry("restore", "Restore", "arrow-counterclockwise", (VirtualMachine,), action="restore"),
     NavEntry(
         "repositories",
         "Repositories",
@@ -51,6 +54,7 @@ NAV_ENTRIES = (
     ),
     NavEntry("proxies", "Proxies", "cpu", (Proxy,), ("frontend:home", "#proxies")),
     NavEntry("audit", "Audit log", "journal-text", (AuditEvent,), ("/api/core/audit-events/", "")),
+    NavEntry("users", "Users", "people", (RoleAssignment,), action="manage"),
     NavEntry("api-docs", "API docs", "code-slash", (), ("api-docs", "")),
 )
 
@@ -83,6 +87,6 @@ def navigation(request: HttpRequest) -> dict[str, Any]:
             "active": current == f"frontend:{entry.key}",
         }
         for entry in NAV_ENTRIES
-        if not entry.models or any(may(user, "view", model) for model in entry.models)
+        if not entry.models or any(may(user, entry.action, model) for model in entry.models)
     ]
     return {"nav_items": items}

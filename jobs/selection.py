@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 from django.db.models import Q, QuerySet
 
 from inventory.models import VirtualMachine
@@ -41,13 +44,31 @@ def rule_q(rule: SelectionRule) -> Q:
 
 def resolve_selection(policy: ProtectionPolicy) -> QuerySet[VirtualMachine]:
     """The VMs the policy protects now: explicit or included by a rule, minus the excluded."""
-    rules = list(policy.rules.all())
-    include = Q(pk__in=policy.vms.values("pk"))
+    return resolve(
+        vms=policy.vms.values("pk"),
+        excluded_vms=policy.excluded_vms.values("pk"),
+        rules=list(policy.rules.all()),
+    )
+
+
+def resolve(
+    *,
+    vms: Iterable[Any],
+    excluded_vms: Iterable[Any],
+    rules: Iterable[SelectionRule],
+) -> QuerySet[VirtualMachine]:
+    """The same resolution for a selection not saved yet (the policy form's live preview):
+    ``vms``/``excluded_vms`` are VMs, primary keys or a ``values("pk")`` queryset; ``rules`` may
+    be unsaved ``SelectionRule`` instances."""
+    rules = list(rules)
+    include = Q(pk__in=vms)
     for rule in rules:
         if not rule.exclude:
             include |= rule_q(rule)
     selected = VirtualMachine.objects.filter(include, present=True)
-    excluded_pks = set(policy.excluded_vms.values_list("pk", flat=True))
+    excluded_pks = set(
+        VirtualMachine.objects.filter(pk__in=excluded_vms).values_list("pk", flat=True)
+    )
     for rule in rules:
         if rule.exclude:
             excluded_pks |= set(

@@ -4,6 +4,7 @@ rows, for previews, and the same decision applied to the repository by prune run
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.utils import timezone
@@ -32,12 +33,22 @@ def policy_vm_keys(policy: ProtectionPolicy) -> list[str]:
 
 def preview(policy: ProtectionPolicy, *, now: datetime | None = None) -> dict[str, list[Decision]]:
     """What pruning would keep and remove now, per VM key, from the catalog."""
-    now = now or timezone.now()
-    rules = retention_of(policy)
-    points: dict[str, list[PointInfo]] = defaultdict(list)
-    rows = RestorePoint.objects.filter(
-        repository=policy.repository, vm_key__in=policy_vm_keys(policy)
+    return preview_points(
+        RestorePoint.objects.filter(
+            repository=policy.repository, vm_key__in=policy_vm_keys(policy)
+        ),
+        retention_of(policy),
+        now=now,
     )
+
+
+def preview_points(
+    rows: Iterable[RestorePoint], rules: RetentionPolicy, *, now: datetime | None = None
+) -> dict[str, list[Decision]]:
+    """The same decision for any catalog rows and rules (the policy form's preview of values
+    not saved yet), per VM key."""
+    now = now or timezone.now()
+    points: dict[str, list[PointInfo]] = defaultdict(list)
     for row in rows:
         points[row.vm_key].append(
             PointInfo(

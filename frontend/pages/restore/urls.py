@@ -1,3 +1,7 @@
-from django.urls import URLPattern, URLResolver
+from django.urls import path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from frontend.pages.restore import views
+
+urlpatterns = [
+    path("restore/", views.restore_wizard, name="restore"),
+]

@@ -1,0 +1,313 @@
+"""The restore wizard's steps: VM → restore point → what → where → summary.
+
+The state travels in the query string (hidden fields on the way forward), so there is no server
+session to clean up and every URL can be bookmarked or sent to a colleague. Each request checks
+every step before the one it shows, with the user's permissions; the rules of a valid restore are
+the API's (RestoreRequestSerializer) and the storage service's (check_restore_target).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.db.models import Count, Q, QuerySet
+from django.http import QueryDict
+from django_filters import FilterSet
+
+from backupconsole.errors import ActionRefused
+from frontend.pages.policies.forms import StyledForm
+from frontend.templatetags.console_tags import binary_bytes
+from inventory.choices import ConnectionKind
+from inventory.filtersets import VirtualMachineFilterSet
+from inventory.models import Connection, VirtualMachine
+from storage.api.serializers import RestoreRequestSerializer
+from storage.choices import RestorePointState
+from storage.models import RestorePoint
+from storage.services import check_restore_target
+
+USABLE = (RestorePointState.COMMITTED, RestorePointState.VERIFIED)
+VM_LIST_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    title: str
+    fields: tuple[str, ...]
+
+
+STEPS = (
+    Step("vm", "Virtual machine", ("vm",)),
+    Step("point", "Restore point", ("point",)),
+    Step("what", "What", ("what", "disk")),
+    Step("where", "Where", ("path", "format", "connection", "name", "start")),
+    Step("summary", "Summary", ()),
+)
+NAMES = tuple(step.name for step in STEPS)
+STATE_FIELDS = tuple(name for step in STEPS for name in step.fields)
+
+
+class VMStep(StyledForm):
+    vm = forms.ModelChoiceField(
+        queryset=VirtualMachine.objects.none(),
+        label="Virtual machine",
+        error_messages={"invalid_choice": "Choose a VM you may restore from the list."},
+    )
+
+
+class PointStep(StyledForm):
+    point = forms.ModelChoiceField(
+        queryset=RestorePoint.objects.none(),
+        label="Restore point",
+        error_messages={"invalid_choice": "Choose one of this VM's usable restore points."},
+    )
+
+
+class WhatStep(StyledForm):
+    what = forms.ChoiceField(label="What to restore")
+    disk = forms.ChoiceField(required=False, label="Disk")
+
+
+class WhereStep(StyledForm):
+    path = forms.CharField(required=False, label="Path")
+    format = forms.ChoiceField(
+        required=False, choices=[("raw", "raw (sparse)"), ("qcow2", "qcow2")], label="File format"
+    )
+    connection = forms.ModelChoiceField(
+        queryset=Connection.objects.none(), required=False, label="KVM host", empty_label=None
+    )
+    name = forms.CharField(required=False, label="Name of the new VM")
+    start = forms.BooleanField(required=False, label="Start it once defined")
+
+
+class SummaryStep(StyledForm):
+    pass
+
+
+class RestoreWizard:
+    def __init__(self, user: Any, data: QueryDict) -> None:
+        self.user = user
+        self.data = data
+        self.values: dict[str, Any] = {}
+        self.options: dict[str, Any] = {}  # the validated request, once the where step passed
+        point_pk = _int(data.get("point"))
+        if point_pk is not None and not data.get("vm"):
+            # A link to a restore point alone (?point=) names its VM too.
+            row = RestorePoint.objects.filter(pk=point_pk).values("vm_id").first()
+            if row and row["vm_id"]:
+                self.data = data.copy()
+                self.data["vm"] = str(row["vm_id"])
+
+    # --- what the user may restore -------------------------------------------------------------
+
+    def vms(self) -> QuerySet[VirtualMachine]:
+        """VMs the user may restore that have a restore point to restore from."""
+        return (
+            VirtualMachine.objects.restrict(self.user, "restore")
+            .annotate(points=Count("restore_points", filter=Q(restore_points__state__in=USABLE)))
+            .filter(points__gt=0)
+            .select_related("connection")
+            .order_by("name", "pk")
+        )
+
+    def vm_search(self) -> FilterSet:
+        return VirtualMachineFilterSet({"q": self.data.get("q", "")}, queryset=self.vms())
+
+    def points(self) -> QuerySet[RestorePoint]:
+        """All of the VM's finished points (corrupt ones are listed, but cannot be chosen)."""
+        return (
+            RestorePoint.objects.filter(vm=self.values["vm"])
+            .exclude(state=RestorePointState.COMMITTING)
+            .select_related("repository")
+            .annotate(disk_count=Count("disks"))
+            .order_by("-created_at", "-id")
+        )
+
+    def targets(self) -> QuerySet[Connection]:
+        """KVM hosts the user may restore a VM to."""
+        return Connection.objects.restrict(self.user, "restore").filter(kind=ConnectionKind.KVM)
+
+    def whole_vm_possible(self) -> bool:
+        vm = self.values.get("vm")
+        return bool(vm and vm.connection.kind == ConnectionKind.KVM and self.targets().exists())
+
+    # --- the steps ------------------------------------------------------------------------------
+
+    def form(self, name: str, *, bound: bool) -> StyledForm:
+        data = self.data if bound else None
+        initial = None if bound else self._initial(name)
+        form: StyledForm
+        if name == "vm":
+            form = VMStep(data, initial=initial)
+            form.fields["vm"].queryset = self.vms()  # type: ignore[attr-defined]
+        elif name == "point":
+            form = PointStep(data, initial=initial)
+            form.fields["point"].queryset = self.points().filter(state__in=USABLE)  # type: ignore[attr-defined]
+        elif name == "what":
+            form = WhatStep(data, initial=initial)
+            point: RestorePoint = self.values["point"]
+            choices = [("disk", "One disk, to a file")]
+            if self.whole_vm_possible():
+                choices.insert(0, ("vm", "The whole VM, as a new VM"))
+            form.fields["what"].choices = choices  # type: ignore[attr-defined]
+            form.fields["disk"].choices = [  # type: ignore[attr-defined]
+                (d.device_key, _disk_label(d)) for d in point.disks.all()
+            ]
+        elif name == "where":
+            form = WhereStep(data, initial=initial)
+            form.fields["connection"].queryset = self.targets()  # type: ignore[attr-defined]
+            vm = self.values["vm"]
+            form.fields["connection"].label_from_instance = (  # type: ignore[attr-defined]
+                lambda c: f"{c.name} (the original host)" if c.pk == vm.connection_id else c.name
+            )
+            path = form.fields["path"]
+            if self.values.get("what") == "disk":
+                path.label = "File to write"
+                path.help_text = (
+                    "An absolute path on the proxy that runs the restore, e.g. "
+                    f"/srv/restore/{vm.name}-{self.values.get('disk')}.raw. Restores never "
+                    "overwrite: the file must not exist yet."
+                )
+            else:
+                path.label = "Directory for the new VM's disks"
+                path.help_text = (
+                    "An absolute directory on the KVM host, e.g. /var/lib/libvirt/images; the "
+                    "disks become qcow2 files named after the new VM."
+                )
+        else:
+            form = SummaryStep(data)
+        return form
+
+    def _initial(self, name: str) -> dict[str, Any]:
+        initial: dict[str, Any] = {
+            key: self.data.get(key) for key in STATE_FIELDS if self.data.get(key)
+        }
+        if name == "point" and "point" not in initial:
+            newest = self.points().filter(state__in=USABLE).first()
+            initial["point"] = newest.pk if newest else None
+        if name == "what":
+            initial.setdefault("what", "disk")
+            first = self.values["point"].disks.first()
+            initial.setdefault("disk", first.device_key if first else "")
+        if name == "where":
+            vm: VirtualMachine = self.values["vm"]
+            initial.setdefault("format", "raw")
+            if self.values.get("what") == "vm":
+                initial.setdefault("name", f"{vm.name}-restored")
+                if self.targets().filter(pk=vm.connection_id).exists():
+                    initial.setdefault("connection", vm.connection_id)
+        return initial
+
+    def resolve(self, target: str) -> tuple[str, StyledForm]:
+        """The step to show: ``target`` (unbound, filled from the state) when every step before it
+        is valid, else the first invalid one with its errors."""
+        stop = len(STEPS) if target == "confirm" else NAMES.index(target)
+        for step in STEPS[:stop]:
+            form = self.form(step.name, bound=True)
+            if not form.is_valid():
+                return step.name, form
+            self.values.update(form.cleaned_data)
+            if step.name == "where":
+                errors = self._check_request()
+                if errors:
+                    return self._with_errors(errors)
+        if target == "confirm":
+            return "summary", self.form("summary", bound=True)
+        return target, self.form(target, bound=False)
+
+    def refuse(self, exc: ActionRefused) -> tuple[str, StyledForm]:
+        """start_restore refused at the last moment: show the message where it belongs."""
+        return self._with_errors({exc.field or "": [exc.message]})
+
+    def first_missing(self) -> str:
+        """Where a link without ``step`` lands: the first step whose inputs are missing."""
+        for step in STEPS:
+            if step.fields and not self.data.get(step.fields[0]):
+                return step.name
+        return "summary"
+
+    def request_body(self) -> dict[str, Any]:
+        """The restore request as the API takes it (only what the user gave)."""
+        v = self.values
+        body: dict[str, Any] = {"what": v.get("what")}
+        if v.get("path"):
+            body["path"] = v["path"]
+        if v.get("what") == "disk":
+            body.update(disk=v.get("disk"), format=v.get("format") or "raw")
+        else:
+            if v.get("name"):
+                body["name"] = v["name"]
+            if v.get("connection") is not None:
+                body["connection"] = v["connection"].pk
+            body["start"] = bool(v.get("start"))
+        return body
+
+    def _check_request(self) -> dict[str, list[str]]:
+        """The API's checks of the request and the service's checks of its target."""
+        serializer = RestoreRequestSerializer(data=self.request_body())
+        if not serializer.is_valid():
+            return {key: [str(m) for m in messages] for key, messages in serializer.errors.items()}
+        options = dict(serializer.validated_data)
+        try:
+            check_restore_target(self.values["point"], options)
+        except ActionRefused as exc:
+            return {exc.field or "": [exc.message]}
+        self.options = options
+        return {}
+
+    def _with_errors(self, errors: dict[str, list[str]]) -> tuple[str, StyledForm]:
+        """The step whose fields the errors are about (the what step for the disk), bound to the
+        state, with the errors next to those fields; others go to the summary."""
+        for name in ("what", "where"):
+            fields = next(step.fields for step in STEPS if step.name == name)
+            if any(key in fields for key in errors):
+                form = self.form(name, bound=True)
+                form.is_valid()
+                for key, messages in errors.items():
+                    form.add_error(key if key in fields else None, messages)
+                return name, form
+        form = self.form("summary", bound=True)
+        form.is_valid()
+        for messages in errors.values():
+            form.add_error(None, messages)
+        return "summary", form
+
+    # --- rendering ------------------------------------------------------------------------------
+
+    def carried(self, current: str) -> list[tuple[str, str]]:
+        """Hidden inputs that carry the other steps' values through this step's form."""
+        own = next(step.fields for step in STEPS if step.name == current)
+        return [
+            (key, value)
+            for key in STATE_FIELDS
+            if key not in own
+            for value in self.data.getlist(key)
+            if value
+        ]
+
+    def link(self, step: str) -> str:
+        query = QueryDict(mutable=True)
+        for key in STATE_FIELDS:
+            for value in self.data.getlist(key):
+                if value:
+                    query.appendlist(key, value)
+        query["step"] = step
+        return "?" + query.urlencode()
+
+
+def _disk_label(disk: Any) -> str:
+    size = binary_bytes(disk.capacity_bytes)
+    return (
+        f"{disk.device_key} ({size})"
+        if not disk.label
+        else f"{disk.label} — {disk.device_key} ({size})"
+    )
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,331 @@
+"""The restore wizard: each step validated on the server with the user's permissions, the state
+in the query string, and the final POST starting a restore run with the API's options."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from backupconsole.models import AuditEvent
+from jobs.choices import RunKind, RunState
+from jobs.models import JobRun
+from storage.choices import RestorePointState
+from storage.models import RestorePointDisk
+from tests.factories import ConnectionFactory, RestorePointFactory, VirtualMachineFactory
+
+pytestmark = pytest.mark.django_db
+
+URL = "/restore/"
+GiB = 2**30
+
+
+@pytest.fixture
+def world(db: Any) -> dict[str, Any]:
+    """A KVM VM with two restore points (two disks each), and another VM."""
+    vm = VirtualMachineFactory(name="web-1", tags=["web"])
+    now = timezone.now()
+    old = RestorePointFactory(vm=vm, created_at=now - timedelta(days=1))
+    new = RestorePointFactory(
+        vm=vm,
+        repository=old.repository,
+        created_at=now,
+        state=RestorePointState.VERIFIED,
+        verified_at=now,
+        logical_bytes=12 * GiB,
+    )
+    for point in (old, new):
+        RestorePointDisk.objects.create(
+            restore_point=point, device_key="vda", capacity_bytes=10 * GiB
+        )
+        RestorePointDisk.objects.create(
+            restore_point=point, device_key="vdb", capacity_bytes=2 * GiB
+        )
+    other = VirtualMachineFactory(name="db-secret", tags=["db"])
+    RestorePointFactory(vm=other)
+    return {"vm": vm, "old": old, "new": new, "other": other}
+
+
+@pytest.fixture
+def operator(logged_in: Any) -> Client:
+    return logged_in("otto", "operator")
+
+
+def get(client: Client, **params: Any) -> str:
+    response = client.get(f"{URL}?{urlencode(params)}")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def current_step(html: str) -> str:
+    match = re.search(r'<form id="restore-wizard"[^>]*data-step="(\w+)"', html)
+    assert match
+    return match.group(1)
+
+
+def error(html: str, field_id: str) -> str:
+    match = re.search(
+        rf'<div class="invalid-feedback d-block" id="{field_id}_error">(.*?)</div>', html
+    )
+    assert match, f"no error next to #{field_id}"
+    return match.group(1)
+
+
+def hidden(html: str) -> dict[str, str]:
+    form = html[html.index('<form id="restore-wizard"') :]
+    form = form[: form.index("</form>")]
+    return dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', form))
+
+
+# --- permissions ---------------------------------------------------------------------------------
+
+
+def test_a_viewer_gets_403_on_get_and_post(client: Client, logged_in: Any, world: Any) -> None:
+    logged_in("vera", "viewer")
+
+    assert client.get(URL).status_code == 403
+    assert client.get(f"{URL}?vm={world['vm'].pk}&point={world['new'].pk}").status_code == 403
+    body = {
+        "vm": world["vm"].pk,
+        "point": world["new"].pk,
+        "what": "disk",
+        "disk": "vda",
+        "path": "/tmp/x.raw",
+        "format": "raw",
+    }
+    assert client.post(URL, body).status_code == 403
+    assert not JobRun.objects.exists()
+
+
+def test_the_navigation_offers_restore_only_to_those_who_may(
+    client: Client, logged_in: Any
+) -> None:
+    logged_in("vera", "viewer")
+    assert 'data-nav="restore"' not in client.get("/").content.decode()
+    client.logout()
+
+    logged_in("otto", "operator")
+    html = client.get(URL).content.decode()
+    assert re.search(r'<a class="nav-link active" href="/restore/"\s+aria-current="page"', html)
+
+
+def test_a_user_without_a_role_gets_403(client: Client, logged_in: Any) -> None:
+    logged_in("nobody")
+    assert client.get(URL).status_code == 403
+
+
+def test_anonymous_is_sent_to_log_in(client: Client) -> None:
+    response = client.get(URL)
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_a_scoped_user_sees_and_may_choose_only_their_vms(
+    client: Client, logged_in: Any, world: Any
+) -> None:
+    logged_in(
+        "owner",
+        "operator",
+        object_types=["inventory.virtualmachine"],
+        constraints={"tags__name": "web"},
+    )
+
+    html = get(client)
+    assert "web-1" in html and "db-secret" not in html
+
+    forged = get(client, vm=world["other"].pk, step="point")
+    assert current_step(forged) == "vm"
+    assert "Choose a VM you may restore" in error(forged, "id_vm")
+    assert "db-secret" not in forged
+
+    # Nor a restore point of another VM under one's own VM.
+    other_point = world["other"].restore_points.get()
+    html = get(client, vm=world["vm"].pk, point=other_point.pk, step="what")
+    assert current_step(html) == "point"
+    assert "Choose one of this VM" in error(html, "id_point")
+
+
+def test_search_narrows_the_vm_list_with_the_shared_filterset(operator: Client, world: Any) -> None:
+    html = get(operator, q="web")
+    assert f'data-vm="{world["vm"].pk}"' in html
+    assert f'data-vm="{world["other"].pk}"' not in html
+    assert "2 restore points" in html
+
+
+# --- the steps -----------------------------------------------------------------------------------
+
+
+def test_full_path_restores_one_disk_to_a_file(operator: Client, world: Any) -> None:
+    vm, point = world["vm"], world["new"]
+
+    html = get(operator)
+    assert 'id="restore-wizard"' in html and current_step(html) == "vm"
+    assert re.search(rf'<input[^>]*name="vm" value="{vm.pk}" id="id_vm_\d+"', html)
+
+    html = get(operator, vm=vm.pk, step="point")
+    assert current_step(html) == "point" and hidden(html) == {"vm": str(vm.pk)}
+    rows = re.findall(r'<tr data-point="(\d+)"', html)
+    assert rows == [str(world["new"].pk), str(world["old"].pk)], "newest first"
+    assert "Verified" in html and "12.0\u00a0GiB" in html
+    # The newest usable point is preselected.
+    assert re.search(rf'value="{point.pk}" id="id_point_0"\s+checked', html)
+
+    html = get(operator, vm=vm.pk, point=point.pk, step="what")
+    assert current_step(html) == "what"
+    assert 'name="what" value="vm"' in html and 'name="what" value="disk"' in html
+    assert '<option value="vdb">vdb (2.0\u00a0GiB)</option>' in html
+
+    state = {"vm": vm.pk, "point": point.pk, "what": "disk", "disk": "vdb"}
+    html = get(operator, **state, step="where")
+    assert current_step(html) == "where"
+    assert 'id="id_path"' in html and 'id="id_format"' in html and 'id="id_name"' not in html
+    assert hidden(html) == {k: str(v) for k, v in state.items()}
+
+    state |= {"path": "/var/tmp/web-1-vdb.qcow2", "format": "qcow2"}
+    html = get(operator, **state, step="summary")
+    assert current_step(html) == "summary"
+    assert "/var/tmp/web-1-vdb.qcow2" in html and 'id="restore-confirm"' in html
+    assert 'method="post"' in html[html.index('<form id="restore-wizard"') :][:200]
+
+    response = operator.post(URL, hidden(html))
+
+    run = JobRun.objects.get()
+    assert run.kind == RunKind.RESTORE and run.state == RunState.QUEUED
+    assert run.repository == point.repository
+    assert run.requested_by.username == "otto"
+    assert run.options == {
+        "what": "disk",
+        "disk": "vdb",
+        "path": "/var/tmp/web-1-vdb.qcow2",
+        "format": "qcow2",
+        "start": False,
+        "restore_point": point.pk,
+    }
+    assert response.status_code == 302
+    from frontend.templatetags.console_tags import console_url
+
+    assert response["Location"] == (console_url("run", run.pk) or "/restore/")
+    assert AuditEvent.objects.filter(action="storage.restore_point.restore").count() == 1
+
+
+def test_whole_vm_to_the_original_host_under_a_new_name(operator: Client, world: Any) -> None:
+    vm, point = world["vm"], world["new"]
+    state = {"vm": vm.pk, "point": point.pk, "what": "vm"}
+
+    html = get(operator, **state, step="where")
+    assert 'value="web-1-restored"' in html
+    assert re.search(
+        rf'<option value="{vm.connection_id}" selected>[^<]*\(the original host\)', html
+    )
+
+    state |= {
+        "connection": vm.connection_id,
+        "name": "web-1-restored",
+        "path": "/var/lib/libvirt/images",
+        "start": "on",
+    }
+    html = get(operator, **state, step="summary")
+    assert current_step(html) == "summary"
+
+    operator.post(URL, hidden(html))
+
+    assert JobRun.objects.get().options == {
+        "what": "vm",
+        "path": "/var/lib/libvirt/images",
+        "name": "web-1-restored",
+        "connection": vm.connection_id,
+        "start": True,
+        "format": "raw",
+        "restore_point": point.pk,
+    }
+
+
+def test_a_link_with_vm_and_point_starts_at_what(operator: Client, world: Any) -> None:
+    html = get(operator, vm=world["vm"].pk, point=world["old"].pk)
+    assert current_step(html) == "what"
+
+    only_point = get(operator, point=world["old"].pk)
+    assert current_step(only_point) == "what"
+    assert hidden(only_point)["vm"] == str(world["vm"].pk)
+
+
+def test_back_keeps_the_choices(operator: Client, world: Any) -> None:
+    state = {"vm": world["vm"].pk, "point": world["old"].pk, "what": "disk", "disk": "vdb"}
+    html = get(operator, **state, step="where")
+
+    back = re.search(r'<a class="[^"]*" href="([^"]+)" id="restore-back"', html)
+    assert back
+    previous = operator.get(URL + back.group(1).replace("&amp;", "&")).content.decode()
+    assert current_step(previous) == "what"
+    assert re.search(r'<option value="vdb" selected>', previous)
+
+
+@pytest.mark.parametrize(
+    ("extra", "step", "field_id", "message"),
+    [
+        ({"what": "disk", "disk": "vdb", "path": "relative/x.raw"}, "where", "id_path", "absolute"),
+        ({"what": "disk", "disk": "vdb", "path": ""}, "where", "id_path", "required"),
+        ({"what": "disk", "disk": "sdz", "path": "/x.raw"}, "what", "id_disk", "valid choice"),
+        ({"what": "vm", "path": "/images", "name": ""}, "where", "id_name", "Required"),
+        ({"what": "teleport", "path": "/x"}, "what", "id_what", "valid choice"),
+    ],
+)
+def test_each_step_is_validated_on_the_server(
+    operator: Client, world: Any, extra: dict[str, str], step: str, field_id: str, message: str
+) -> None:
+    state = {"vm": world["vm"].pk, "point": world["new"].pk, **extra}
+
+    html = get(operator, **state, step="summary")
+    assert current_step(html) == step
+    assert message in error(html, field_id)
+
+    response = operator.post(URL, state)
+    assert response.status_code == 200 and current_step(response.content.decode()) == step
+    assert not JobRun.objects.exists()
+
+
+def test_a_name_taken_on_the_target_host_is_refused(operator: Client, world: Any) -> None:
+    vm = world["vm"]
+    state = {
+        "vm": vm.pk,
+        "point": world["new"].pk,
+        "what": "vm",
+        "connection": vm.connection_id,
+        "name": "web-1",  # the original itself: restores never overwrite
+        "path": "/var/lib/libvirt/images",
+    }
+
+    html = get(operator, **state, step="summary")
+
+    assert current_step(html) == "where"
+    assert "never" in error(html, "id_name") and "overwrite" in error(html, "id_name")
+
+
+def test_corrupt_points_are_listed_but_cannot_be_chosen(operator: Client, world: Any) -> None:
+    world["old"].state = RestorePointState.CORRUPT
+    world["old"].verify_error = "chunk 3f… is missing"
+    world["old"].save()
+
+    html = get(operator, vm=world["vm"].pk, step="point")
+    assert "Corrupt" in html and "is missing" in html
+    assert re.search(rf'value="{world["old"].pk}" id="id_point_1"\s+disabled', html)
+
+    forced = get(operator, vm=world["vm"].pk, point=world["old"].pk, step="what")
+    assert current_step(forced) == "point"
+
+
+def test_whole_vm_is_not_offered_for_a_vm_from_another_hypervisor(
+    operator: Client, world: Any
+) -> None:
+    esxi = VirtualMachineFactory(name="vs-1", connection=ConnectionFactory(kind="esxi"))
+    point = RestorePointFactory(vm=esxi)
+    RestorePointDisk.objects.create(restore_point=point, device_key="2000", capacity_bytes=GiB)
+
+    html = get(operator, vm=esxi.pk, point=point.pk, step="what")
+
+    assert 'name="what" value="vm"' not in html
+    assert "does not come from a KVM host" in html
