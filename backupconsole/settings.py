@@ -100,6 +100,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "backupconsole.audit.AuditContextMiddleware",
+    "frontend.middleware.TimeZoneMiddleware",  # times in the browser's zone (a cookie)
 ]
 
 ROOT_URLCONF = "backupconsole.urls"
@@ -154,7 +155,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": "backupconsole"},
+            # redis-py 8 reads with a 5 s socket timeout by default, which aborts the layer's
+            # blocking 5 s BZPOPMIN and crashes idle websocket consumers (redis-py#4091).
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": "backupconsole",
+            },
         }
     }
 else:

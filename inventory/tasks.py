@@ -4,6 +4,7 @@ from celery import shared_task
 
 from inventory.adapters import get_connector
 from inventory.models import Connection
+from inventory.services import record_sync_failure
 from inventory.sync import apply_inventory
 
 
@@ -11,9 +12,14 @@ from inventory.sync import apply_inventory
 def sync_connection(connection_pk: int) -> dict[str, int]:
     connection = Connection.objects.get(pk=connection_pk)
     connector = get_connector(connection.kind)
-    if connector is None:
-        raise LookupError(f"no connector for {connection.get_kind_display()} yet")
-    result = apply_inventory(connection, connector.discover(connection), acting_user=None)
+    try:
+        if connector is None:
+            raise LookupError(f"no connector for {connection.get_kind_display()} yet")
+        result = apply_inventory(connection, connector.discover(connection), acting_user=None)
+    except Exception as exc:
+        # Recorded so the console shows why the sync it queued did not finish.
+        record_sync_failure(connection, str(exc) or type(exc).__name__)
+        raise
     return dict(result.__dict__)
 
 
