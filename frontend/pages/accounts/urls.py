@@ -1,3 +1,9 @@
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, path
 
-urlpatterns: list[URLPattern | URLResolver] = []
+from frontend.pages.accounts import tokens, views
+
+urlpatterns: list[URLPattern | URLResolver] = [
+    path("users/", views.user_list, name="users"),
+    path("users/<int:pk>/", views.user_detail, name="user"),
+    path("tokens/", tokens.token_list, name="tokens"),
+]
