@@ -142,6 +142,27 @@ def test_connection(connection: Connection, *, acting_user: Any) -> ProbeResult:
 PROXY_FIELDS = ("name", "queue", "task_slots", "transports", "enabled")
 
 
+# Audit actions of an inventory sync requested from the console; with the connection's
+# ``last_synced_at`` (written by the sync itself) they tell whether a requested sync is still
+# queued or running, or how it failed, without a schema change.
+SYNC_REQUESTED = "inventory.connection.sync_request"
+SYNC_FAILED = "inventory.connection.sync_failed"
+
+
+def request_sync(connection: Connection, *, acting_user: Any) -> None:
+    """Queue an inventory sync of ``connection`` once the request is recorded."""
+    from inventory.tasks import sync_connection
+
+    with transaction.atomic():
+        audit.record(SYNC_REQUESTED, connection, acting_user=acting_user)
+        transaction.on_commit(lambda: sync_connection.delay(connection.pk))
+
+
+def record_sync_failure(connection: Connection, message: str) -> None:
+    """Called by the sync task when discovery fails, so the console can say why."""
+    audit.record(SYNC_FAILED, connection, acting_user=None, after={"message": message[:500]})
+
+
 def create_proxy(
     *, data: dict[str, Any], connections: list[Connection] | None, acting_user: Any
 ) -> Proxy:
