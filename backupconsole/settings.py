@@ -181,6 +181,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Embedded mode: how many worker threads the all-in-one process runs.
 EMBEDDED_WORKER_THREADS = env.get_int("BACKUPCONSOLE_WORKER_THREADS", 4, minimum=1)
 PROXY_HEARTBEAT_SECONDS = env.get_int("BACKUPCONSOLE_PROXY_HEARTBEAT_SECONDS", 30, minimum=5)
+# vSphere transports this proxy offers besides the network (inventory/vmware/transports.py):
+# HotAdd needs the proxy's own VM (moref, BIOS/instance UUID, or "auto"); SAN needs read-only
+# mounts of datastores' LUNs, "datastore=/path,…".
+VMWARE_HOTADD_VM = env.get_str("BACKUPCONSOLE_VMWARE_HOTADD_VM", "") or ""
+VMWARE_SAN_PATHS = dict(
+    item.split("=", 1) for item in env.get_list("BACKUPCONSOLE_VMWARE_SAN_PATHS", []) if "=" in item
+)
 # At most this many VMs are backed up at once per hypervisor host, and write to one repository.
 HOST_MAX_VMS = env.get_int("BACKUPCONSOLE_HOST_MAX_VMS", 2, minimum=1)
 REPOSITORY_MAX_WRITERS = env.get_int("BACKUPCONSOLE_REPOSITORY_MAX_WRITERS", 4, minimum=1)

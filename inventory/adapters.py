@@ -9,8 +9,9 @@ its changed extents since a change-tracking token, or a typed "tracking lost" an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,6 +58,9 @@ class DiscoveredVM:
     folder: str | None = None
     tags: list[str] = field(default_factory=list)
     disks: list[DiscoveredDisk] = field(default_factory=list)
+    change_tracking: bool | None = None  # CBT / dirty bitmaps on; None: not reported
+    snapshots: list[str] = field(default_factory=list)  # names of snapshots present
+    needs_consolidation: bool = False
 
 
 @dataclass
@@ -96,6 +100,24 @@ class BackupSnapshot(Protocol):
     def keep_tracking(self) -> None:
         """Called once the restore point is committed: the new tokens become the base."""
         ...
+
+
+# The transports a backup may use, in the policy's order of preference, less those the proxy
+# does not advertise. The engine sets it around ``backup_snapshot`` (see ``transport_preference``);
+# connectors with several transports try them in this order and say why they fell back. None:
+# not set (the connector uses the default order).
+PREFERRED_TRANSPORTS: ContextVar[tuple[str, ...] | None] = ContextVar(
+    "preferred_transports", default=None
+)
+
+
+@contextmanager
+def transport_preference(order: Sequence[str]) -> Iterator[None]:
+    token = PREFERRED_TRANSPORTS.set(tuple(order))
+    try:
+        yield
+    finally:
+        PREFERRED_TRANSPORTS.reset(token)
 
 
 # Records an artifact before it is created; returns a handle to forget it once removed.
@@ -139,9 +161,18 @@ def get_connector(kind: str) -> Connector | None:
     return _REGISTRY.get(kind)
 
 
+_loaded: list[bool] = []
+
+
 def _load_builtin() -> None:
-    if _REGISTRY:
+    if _loaded:
         return
+    _loaded.append(True)
+    from inventory.vmware.connector import VSphereConnector
+
+    vsphere = VSphereConnector()
+    register("vcenter", vsphere)
+    register("esxi", vsphere)
     try:
         from inventory.kvm.connector import KVMConnector
     except ImportError:  # the libvirt binding is optional outside KVM proxies

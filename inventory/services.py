@@ -12,7 +12,7 @@ from django.utils import timezone
 from backupconsole import audit
 from backupconsole.errors import ActionRefused
 from inventory.choices import DEFAULT_PORTS, TLS_KINDS, ConnectionKind
-from inventory.models import Connection, Proxy
+from inventory.models import Connection, Proxy, VirtualMachine
 from inventory.probe import ProbeResult, normalize_fingerprint, probe
 
 CONNECTION_FIELDS = ("name", "kind", "address", "port", "username", "verify_tls", "tls_fingerprint")
@@ -139,9 +139,6 @@ def test_connection(connection: Connection, *, acting_user: Any) -> ProbeResult:
     return result
 
 
-PROXY_FIELDS = ("name", "queue", "task_slots", "transports", "enabled")
-
-
 # Audit actions of an inventory sync requested from the console; with the connection's
 # ``last_synced_at`` (written by the sync itself) they tell whether a requested sync is still
 # queued or running, or how it failed, without a schema change.
@@ -161,6 +158,62 @@ def request_sync(connection: Connection, *, acting_user: Any) -> None:
 def record_sync_failure(connection: Connection, message: str) -> None:
     """Called by the sync task when discovery fails, so the console can say why."""
     audit.record(SYNC_FAILED, connection, acting_user=None, after={"message": message[:500]})
+
+
+def fetch_fingerprint(*, kind: str, address: str, port: int | None = None) -> ProbeResult:
+    """First contact: the SHA-256 fingerprint of the endpoint's certificate, for the user to
+    compare with what vCenter/ESXi shows and then pin. Nothing is trusted or sent by asking."""
+    if ConnectionKind(kind) not in TLS_KINDS:
+        raise ActionRefused("This kind of connection does not use TLS.", field="kind")
+    return probe(
+        kind,
+        address,
+        port or DEFAULT_PORTS[ConnectionKind(kind)],
+        verify_tls=False,
+        pinned_fingerprint="",
+        timeout=settings.CONNECTION_TEST_TIMEOUT_SECONDS,
+    )
+
+
+VSPHERE_KINDS = frozenset({ConnectionKind.VCENTER, ConnectionKind.ESXI})
+
+
+@dataclasses.dataclass(frozen=True)
+class ResetResult:
+    vm: int
+    ok: bool
+    message: str
+
+
+def reset_change_tracking(vms: list[VirtualMachine], *, acting_user: Any) -> list[ResetResult]:
+    """Reset CBT on the selected vSphere VMs (their next backup reads in full, storing only new
+    chunks, and says why). Each VM is audited; one failing does not stop the others."""
+    from pyVmomi import vmodl
+
+    from inventory.vmware.cbt import reset_cbt
+    from inventory.vmware.session import VSphereError, session_for
+
+    if not vms:
+        raise ActionRefused("Select at least one virtual machine.", field="vms")
+    others = sorted(vm.name for vm in vms if vm.connection.kind not in VSPHERE_KINDS)
+    if others:
+        raise ActionRefused(
+            f"CBT exists on vSphere VMs only, not on: {', '.join(others)}.", field="vms"
+        )
+    results = []
+    for vm in vms:
+        try:
+            message, ok = reset_cbt(session_for(vm.connection), vm.external_id, vm.name), True
+        except (VSphereError, ConnectionError, vmodl.MethodFault) as exc:
+            message, ok = f"CBT reset on {vm.name} failed: {exc}", False
+        audit.record(
+            "inventory.vm.reset_cbt", vm, acting_user=acting_user, after={"message": message}
+        )
+        results.append(ResetResult(vm.pk, ok, message))
+    return results
+
+
+PROXY_FIELDS = ("name", "queue", "task_slots", "transports", "enabled")
 
 
 def create_proxy(

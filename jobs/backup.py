@@ -13,7 +13,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from inventory.adapters import BackupSnapshot, Connector, TrackingLost
+from inventory.adapters import BackupSnapshot, Connector, TrackingLost, transport_preference
 from inventory.models import VirtualMachine
 from jobs.choices import LogLevel, Phase, TaskKind, TaskState
 from jobs.models import JobRun, RunTask, SnapshotArtifact
@@ -195,13 +195,19 @@ def back_up_vm(
     parent = parent_point(policy.repository, engine, vm)
     since = {d.device_key: d.change_token for d in parent.disks if d.change_token} if parent else {}
     snapshot_task = _phase(run, vm_task, Phase.SNAPSHOT, 100)
-    with connector.backup_snapshot(
-        vm.connection,
-        vm,
-        quiesce=options["consistency"] == "application",
-        record=_recorder(run, vm),
-        since=since,
-    ) as snapshot:
+    # The policy's transport order, less what this proxy does not advertise (none listed: all).
+    offers = vm_task.proxy.transports if vm_task.proxy else []
+    transports = [t for t in options["transport_order"] if not offers or t in offers]
+    with (
+        transport_preference(transports),
+        connector.backup_snapshot(
+            vm.connection,
+            vm,
+            quiesce=options["consistency"] == "application",
+            record=_recorder(run, vm),
+            since=since,
+        ) as snapshot,
+    ):
         _end(snapshot_task, message=snapshot.consistency_note)
         if snapshot.consistency != "application":
             log(
@@ -212,6 +218,9 @@ def back_up_vm(
             )
         if snapshot.transport_note:
             log(run, f"{vm.name}: transport {snapshot.transport_note}", task=vm_task)
+        # Connectors may say more (CBT turned on, disks left out with the reason); optional.
+        for warning in getattr(snapshot, "warnings", ()):
+            log(run, warning, level=LogLevel.WARNING, task=vm_task)
         inputs = _inputs(snapshot, vm, parent, run, vm_task)
         for item in inputs:
             task = disk_tasks[item.device_key]

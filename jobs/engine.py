@@ -82,6 +82,10 @@ def _back_up_vm(run: JobRun, task: RunTask, engine: Callable[[], EngineRepositor
             reason = f"{type(exc).__name__}: {exc}"
         else:
             task.state, task.message = TaskState.SUCCEEDED, f"Restore point {point.point_id}"
+            left_out = task.children.filter(state=TaskState.SKIPPED).count()
+            if left_out:  # backed up, but not all of it: a warning, not a failure
+                task.state = TaskState.WARNING
+                task.message += f" ({left_out} disk(s) left out, see the disks)"
     if reason:
         if task.state != TaskState.CANCELLED:
             task.state = TaskState.FAILED
@@ -200,6 +204,13 @@ def complete_if_done(run_pk: int) -> None:
         elif failed:
             finish(
                 run, RunResult.WARNING, f"{failed} of {len(states)} virtual machine(s) failed.{why}"
+            )
+        elif TaskState.WARNING in states:
+            warned = states.count(TaskState.WARNING)
+            finish(
+                run,
+                RunResult.WARNING,
+                f"{len(states)} virtual machine(s) backed up; {warned} with disks left out.",
             )
         else:
             finish(run, RunResult.SUCCEEDED, f"{len(states)} virtual machine(s) backed up.")

@@ -11,7 +11,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from inventory.adapters import get_connector
-from inventory.models import heartbeat_cutoff
+from inventory.models import Connection, heartbeat_cutoff
 from jobs.choices import LogLevel, RunResult, RunState, TaskKind, TaskState
 from jobs.models import JobRun, RunTask, SnapshotArtifact
 from jobs.runstate import finish, log
@@ -68,7 +68,8 @@ def _when(task: RunTask) -> str:
 
 
 def sweep(*, min_age: timedelta = timedelta(minutes=2)) -> int:
-    """Remove artifacts whose run has ended (or that belong to no run) and are not fresh."""
+    """Remove artifacts whose run has ended (or that belong to no run) and are not fresh, then
+    hunt the product's vSphere snapshots that no artifact accounts for."""
     leftovers = SnapshotArtifact.objects.filter(
         removed_at__isnull=True, created_at__lt=timezone.now() - min_age
     ).filter(Q(run__isnull=True) | Q(run__state=RunState.FINISHED))
@@ -95,4 +96,47 @@ def sweep(*, min_age: timedelta = timedelta(minutes=2)) -> int:
                 level=LogLevel.WARNING,
             )
         removed += 1
+    return removed + hunt_snapshots(min_age=min_age)
+
+
+def hunt_snapshots(*, min_age: timedelta) -> int:
+    """The snapshot hunter (inventory.vmware.hunter) on every vSphere connection: snapshots with
+    the product's name prefix that no running backup owns are removed (after detaching any disk
+    still hot-added to a proxy), and VMs needing consolidation are consolidated."""
+    from inventory.services import VSPHERE_KINDS
+    from inventory.vmware.hunter import hunt_connection
+
+    removed = 0
+    for connection in Connection.objects.filter(kind__in=VSPHERE_KINDS):
+        mine = SnapshotArtifact.objects.filter(
+            connection=connection, kind="snapshot", removed_at__isnull=True
+        )
+        in_use = {a.data.get("name", "") for a in mine.exclude(run__state=RunState.FINISHED)}
+        try:
+            result = hunt_connection(connection, in_use=in_use, older_than=min_age)
+        except Exception as exc:  # an unreachable vCenter must not stop the other sweeps
+            logger.warning("snapshot hunter: %s: %s", connection, exc)
+            continue
+        for found in result.removed:
+            vm_name, _, name = found.partition(": ")
+            for artifact in mine.filter(data__name=name).select_related("run"):
+                artifact.removed_at = timezone.now()
+                artifact.note = "removed by the snapshot hunter"
+                artifact.save(update_fields=["removed_at", "note"])
+                if artifact.run is not None:
+                    log(
+                        artifact.run,
+                        f"Snapshot hunter removed the leftover snapshot {name} of {vm_name}",
+                        level=LogLevel.WARNING,
+                    )
+            logger.warning("snapshot hunter: %s: removed %s", connection, found)
+        for problem in result.failed:
+            logger.warning("snapshot hunter: %s: %s", connection, problem)
+        if result.consolidation:
+            logger.warning(
+                "snapshot hunter: %s: VMs needing consolidation: %s",
+                connection,
+                ", ".join(result.consolidation),
+            )
+        removed += len(result.removed)
     return removed

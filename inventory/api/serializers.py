@@ -180,3 +180,18 @@ class VMBackupSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Whose repository and retention apply; default: a policy protecting the VM.",
     )
+
+
+class ResetCBTSerializer(serializers.Serializer):
+    vms = serializers.ListField(
+        child=serializers.IntegerField(),
+        min_length=1,
+        max_length=50,
+        help_text="The vSphere VMs whose Changed Block Tracking is reset.",
+    )
+
+
+class ResetCBTResultSerializer(serializers.Serializer):
+    vm = serializers.IntegerField()
+    ok = serializers.BooleanField()
+    message = serializers.CharField()

@@ -5,6 +5,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -15,6 +16,8 @@ from inventory.api.serializers import (
     ConnectionTestSerializer,
     InventoryObjectSerializer,
     ProxySerializer,
+    ResetCBTResultSerializer,
+    ResetCBTSerializer,
     TagSerializer,
     VirtualDiskSerializer,
     VirtualMachineSerializer,
@@ -80,7 +83,7 @@ class VirtualMachineViewSet(ReadOnlyViewSet):
     serializer_class = VirtualMachineSerializer
     filterset_class = VirtualMachineFilterSet
     ordering_fields = ["name", "power_state", "last_seen_at"]
-    extra_actions = {"backup": "run"}
+    extra_actions = {"backup": "run", "reset_cbt": "change"}
 
     @extend_schema(request=VMBackupSerializer, responses={202: JobRunSerializer})
     @action(detail=True, methods=["post"])
@@ -95,6 +98,31 @@ class VirtualMachineViewSet(ReadOnlyViewSet):
             acting_user=request.user,
         )
         return Response(JobRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=ResetCBTSerializer, responses=ResetCBTResultSerializer(many=True))
+    @action(
+        detail=False,
+        methods=["post"],
+        url_path="reset-cbt",
+        filter_backends=[],
+        pagination_class=None,
+    )
+    def reset_cbt(self, request: Request) -> Response:
+        """Reset Changed Block Tracking on the selected vSphere VMs (their next backup reads in
+        full and stores only new chunks)."""
+        body = ResetCBTSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        wanted = set(body.validated_data["vms"])
+        vms = list(
+            VirtualMachine.objects.restrict(request.user, "change")
+            .filter(pk__in=wanted)
+            .select_related("connection")
+        )
+        missing = wanted - {vm.pk for vm in vms}
+        if missing:
+            raise ValidationError({"vms": f"Unknown or not yours to change: {sorted(missing)}."})
+        results = services.reset_change_tracking(vms, acting_user=request.user)
+        return Response(ResetCBTResultSerializer(results, many=True).data)
 
 
 class VirtualDiskViewSet(ReadOnlyViewSet):
