@@ -164,7 +164,10 @@ if REDIS_URL:
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    # Embedded mode: worker threads of this process publish to it (see embedded.py).
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": "backupconsole.embedded.ThreadSafeInMemoryChannelLayer"}
+    }
 
 # --- celery (backup proxies) -----------------------------------------------------------------
 CELERY_BROKER_URL = env.get_str("CELERY_BROKER_URL", None if PRODUCTION else "memory://")

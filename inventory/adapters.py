@@ -9,6 +9,7 @@ its changed extents since a change-tracking token, or a typed "tracking lost" an
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -31,6 +32,8 @@ class DiscoveredObject:
     kind: str  # inventory.choices.ObjectKind
     name: str
     parent: str | None = None  # external id of the parent object
+    capacity_bytes: int | None = None  # datastores: size and free space, where known
+    free_bytes: int | None = None
 
 
 @dataclass
@@ -162,22 +165,28 @@ def get_connector(kind: str) -> Connector | None:
 
 
 _loaded: list[bool] = []
+# Worker threads may ask for connectors at the same moment: the first loads them, the others wait.
+_loading = threading.Lock()
 
 
 def _load_builtin() -> None:
     if _loaded:
         return
-    _loaded.append(True)
-    from inventory.vmware.connector import VSphereConnector
+    with _loading:
+        if _loaded:
+            return
+        from inventory.vmware.connector import VSphereConnector
 
-    vsphere = VSphereConnector()
-    register("vcenter", vsphere)
-    register("esxi", vsphere)
-    try:
-        from inventory.kvm.connector import KVMConnector
-    except ImportError:  # the libvirt binding is optional outside KVM proxies
-        return
-    register("kvm", KVMConnector())
+        vsphere = VSphereConnector()
+        register("vcenter", vsphere)
+        register("esxi", vsphere)
+        try:
+            from inventory.kvm.connector import KVMConnector
+        except ImportError:  # the libvirt binding is optional outside KVM proxies
+            pass
+        else:
+            register("kvm", KVMConnector())
+        _loaded.append(True)  # only once every connector is registered
 
 
 def iter_kinds() -> Iterator[str]:

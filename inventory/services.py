@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from backupconsole import audit
 from backupconsole.errors import ActionRefused
+from inventory.adapters import get_connector
 from inventory.choices import DEFAULT_PORTS, TLS_KINDS, ConnectionKind
 from inventory.models import Connection, Proxy, VirtualMachine
 from inventory.probe import ProbeResult, normalize_fingerprint, probe
@@ -60,7 +61,9 @@ def _record_test(connection: Connection, result: ProbeResult) -> None:
 def create_connection(
     *, data: dict[str, Any], secret: str, acting_user: Any, test: bool = True
 ) -> Connection:
-    """Create a connection; with ``test``, only once the endpoint answered (nothing saved half)."""
+    """Create a connection; with ``test``, only once the endpoint answered (nothing saved half).
+    A first inventory sync is queued once it is saved, so its VMs appear without waiting for the
+    periodic sync."""
     connection = Connection()
     _apply(connection, data, secret)
     if not connection.port:
@@ -75,6 +78,8 @@ def create_connection(
             acting_user=acting_user,
             after=audit.snapshot(connection),
         )
+        if get_connector(connection.kind) is not None:  # as sync_all: kinds with a connector
+            request_sync(connection, acting_user=acting_user)
     return connection
 
 

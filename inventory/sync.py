@@ -39,7 +39,13 @@ def apply_inventory(
             obj, _ = InventoryObject.objects.update_or_create(
                 connection=connection,
                 external_id=found.external_id,
-                defaults={"kind": found.kind, "name": found.name, "last_seen_at": now},
+                defaults={
+                    "kind": found.kind,
+                    "name": found.name,
+                    "capacity_bytes": found.capacity_bytes,
+                    "free_bytes": found.free_bytes,
+                    "last_seen_at": now,
+                },
             )
             objects[found.external_id] = obj
         for found in snapshot.objects:  # parents once every object exists

@@ -224,33 +224,18 @@ def delete_restore_point(point: RestorePoint, *, acting_user: Any) -> None:
         point.delete()
 
 
-def check_restore_target(point: RestorePoint, options: dict[str, Any]) -> None:
+def check_restore_target(point: RestorePoint, options: dict[str, Any], user: Any) -> None:
     """Refuse, before a run is queued, a restore that could only fail: a disk the point does
-    not hold, a target that is not a KVM host, or a name a VM on that host already has
-    (restores never overwrite)."""
-    from inventory.choices import ConnectionKind
-    from inventory.models import Connection, VirtualMachine
+    not hold, a target ``user`` may not restore to or of another hypervisor, a name a VM there
+    already has (restores never overwrite), an unknown or too small datastore."""
+    from storage.restore_targets import check_target
 
-    if options.get("what") == "disk":
-        if not point.disks.filter(device_key=options.get("disk")).exists():
-            raise ActionRefused("The restore point holds no such disk.", field="disk")
-        return
-    pk = options.get("connection")
-    connection = Connection.objects.filter(pk=pk).first() if pk else None
-    if connection is None or connection.kind != ConnectionKind.KVM:
-        raise ActionRefused("Choose a KVM host to restore the VM to.", field="connection")
-    if VirtualMachine.objects.filter(
-        connection=connection, name=options.get("name"), present=True
-    ).exists():
-        raise ActionRefused(
-            f"A VM named {options.get('name')} exists on {connection} already; restores never "
-            "overwrite a VM, so choose a new name.",
-            field="name",
-        )
+    check_target(point, options, user)
 
 
 def start_restore(point: RestorePoint, *, options: dict[str, Any], acting_user: Any) -> Any:
-    """Queue a restore of a restore point (a disk to a file, or the VM as a new domain)."""
+    """Queue a restore of a restore point: a disk to a file or a datastore, or the VM as a new
+    VM (options as RestoreRequestSerializer validates them)."""
     from jobs.choices import RunKind, Trigger
     from jobs.dispatch import enqueue_run
     from jobs.models import JobRun
@@ -260,7 +245,7 @@ def start_restore(point: RestorePoint, *, options: dict[str, Any], acting_user: 
             f"The restore point is corrupt ({point.verify_error[:200]}); it is never restored "
             "silently. Choose another restore point."
         )
-    check_restore_target(point, options)
+    check_restore_target(point, options, acting_user)
     with transaction.atomic():
         run = JobRun.objects.create(
             kind=RunKind.RESTORE,

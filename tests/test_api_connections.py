@@ -5,7 +5,9 @@ import pytest
 from backupconsole.models import AuditEvent
 from inventory.models import Connection
 from inventory.probe import format_fingerprint
+from inventory.services import SYNC_FAILED, SYNC_REQUESTED
 from tests.endpoints import closed_port, self_signed, silent_server, ssh_like_server, tls_server
+from tests.kvm.conftest import kvm_domain, libvirt_conn, libvirt_env  # noqa: F401 - fixtures
 
 URL = "/api/inventory/connections/"
 
@@ -185,3 +187,122 @@ def test_token_authentication(admin_user, client):
     assert client.get(URL).status_code == 403
     wrong = client.post("/api/auth/token/", {"username": "alice", "password": "nope"})
     assert wrong.status_code == 400
+
+
+# --- inventory sync: on creation and from the API -------------------------------------------
+
+
+@pytest.fixture
+def eager_celery():
+    """Queued tasks run at once in this process (the worker's part of a sync, in-process)."""
+    from backupconsole.celery import app
+
+    app.conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager = False
+
+
+def _sync_events(connection_pk):
+    return list(
+        AuditEvent.objects.filter(
+            action__in=[SYNC_REQUESTED, SYNC_FAILED], object_id=str(connection_pk)
+        ).order_by("id")
+    )
+
+
+def test_sync_action_queues_a_sync_that_runs(api, eager_celery, django_capture_on_commit_callbacks):
+    missing = "/nonexistent/libvirt-sock"
+    created = api.post(
+        URL, _body(name="kvm-01", kind="kvm", address=missing, skip_test=True), format="json"
+    ).data
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        response = api.post(f"{URL}{created['id']}/sync/")
+    assert response.status_code == 202
+    assert len(queued) == 1  # the sync is queued only once the request is committed
+    # The task ran against the connection's endpoint: there is no libvirt there, and it says so.
+    requested, failed = _sync_events(created["id"])[-2:]
+    assert requested.action == SYNC_REQUESTED and requested.username == "alice"
+    assert failed.action == SYNC_FAILED and missing in failed.after["message"]
+    assert Connection.objects.get().last_synced_at is None
+
+
+def test_a_new_connection_queues_its_first_sync(
+    api, eager_celery, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        created = api.post(
+            URL,
+            _body(name="kvm-01", kind="kvm", address="/nonexistent/sock", skip_test=True),
+            format="json",
+        ).data
+    assert len(queued) == 1
+    assert [e.action for e in _sync_events(created["id"])] == [SYNC_REQUESTED, SYNC_FAILED]
+
+    # A kind without a connector yet (Hyper-V) has nothing to sync: nothing is queued.
+    with django_capture_on_commit_callbacks(execute=True) as queued:
+        other = api.post(URL, _body(name="hv", kind="hyperv", skip_test=True), format="json")
+    assert other.status_code == 201 and queued == []
+    assert _sync_events(other.data["id"]) == []
+
+
+def test_viewer_may_not_sync(api, api_as):
+    created = api.post(URL, _body(skip_test=True), format="json").data
+    before = AuditEvent.objects.filter(action=SYNC_REQUESTED).count()
+    viewer = api_as("victor", "viewer")
+    assert viewer.post(f"{URL}{created['id']}/sync/").status_code == 403
+    assert api_as("nobody").post(f"{URL}{created['id']}/sync/").status_code == 403
+    assert AuditEvent.objects.filter(action=SYNC_REQUESTED).count() == before
+
+
+@pytest.mark.integration
+def test_a_worker_syncs_a_new_kvm_connection_and_a_requested_sync(
+    celery_worker_process,
+    libvirt_env,  # noqa: F811 - the fixtures
+    libvirt_conn,  # noqa: F811
+    kvm_domain,  # noqa: F811
+    admin_user,
+    tmp_path,
+):
+    """Real libvirtd and a real `celery worker` on the console queue: the connection's VMs appear
+    without anyone asking, and a VM defined later appears after POST …/sync/."""
+    from rest_framework.test import APIClient
+
+    from inventory.kvm.libvirt_env import define_test_domain, remove_domain
+    from inventory.models import VirtualMachine
+
+    celery_worker_process("console")
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    response = api.post(
+        URL,
+        {"name": "kvm-lab", "kind": "kvm", "address": str(libvirt_env.socket_path)},
+        format="json",
+    )
+    assert response.status_code == 201, response.data
+    pk = response.data["id"]
+
+    def names():
+        listed = api.get("/api/inventory/vms/", {"connection": pk, "limit": 500}).data
+        return {vm["name"] for vm in listed["results"]}
+
+    _wait(lambda: kvm_domain.name in names(), "the first sync")
+    later = define_test_domain(
+        libvirt_conn, f"{kvm_domain.name}-b", [tmp_path / "b.qcow2"], tmp_path, start=False
+    )
+    try:
+        assert later.name() not in names()
+        assert api.post(f"{URL}{pk}/sync/").status_code == 202
+        _wait(lambda: later.name() in names(), "the requested sync")
+    finally:
+        remove_domain(later)
+    assert Connection.objects.get(pk=pk).last_synced_at is not None
+    assert VirtualMachine.objects.get(name=later.name()).disks.count() == 1
+
+
+def _wait(condition, what, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:.0f} s"
+        time.sleep(0.3)

@@ -16,7 +16,11 @@ def test_audit_records_client_address_and_is_filterable(admin_user, client, make
     event = AuditEvent.objects.get(action="inventory.connection.create")
     assert event.client_address == "192.0.2.10" and event.username == "alice"
     listed = client.get("/api/core/audit-events/?action=inventory.connection").json()
-    assert [e["action"] for e in listed["results"]] == ["inventory.connection.create"]
+    # Newest first: creating the connection also requested its first inventory sync.
+    assert [e["action"] for e in listed["results"]] == [
+        "inventory.connection.sync_request",
+        "inventory.connection.create",
+    ]
     assert listed["results"][0]["object_type"] == "connection"
 
 

@@ -42,7 +42,7 @@ class ConnectionViewSet(ServiceModelViewSet):
     serializer_class = ConnectionSerializer
     filterset_class = ConnectionFilterSet
     ordering_fields = ["name", "kind", "address", "last_tested_at"]
-    extra_actions = {"test": "change"}
+    extra_actions = {"test": "change", "sync": "change"}
 
     def service_create(self, data: dict[str, Any]) -> Connection:
         skip_test = data.pop("skip_test", False)
@@ -67,6 +67,14 @@ class ConnectionViewSet(ServiceModelViewSet):
         """Check that the endpoint answers and presents the expected certificate."""
         result = services.test_connection(self.get_object(), acting_user=request.user)
         return Response(ConnectionTestSerializer(result).data)
+
+    @extend_schema(request=None, responses={202: None})
+    @action(detail=True, methods=["post"])
+    def sync(self, request: Request, pk: str | None = None) -> Response:
+        """Queue an inventory sync of this connection (its VMs, disks and tree); the
+        connection's ``last_synced_at`` changes when it has run."""
+        services.request_sync(self.get_object(), acting_user=request.user)
+        return Response(status=status.HTTP_202_ACCEPTED)
 
 
 class InventoryObjectViewSet(ReadOnlyViewSet):

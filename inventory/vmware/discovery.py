@@ -99,11 +99,18 @@ class _Tree:
         return None
 
     def objects(self) -> list[DiscoveredObject]:
+        sizes = {
+            ds.moref: (ds.get("summary.capacity"), ds.get("summary.freeSpace"))
+            for ds in self.datastores
+        }
         out = []
         for moref, (kind, name, parent) in self.nodes.items():
             if moref in self.system or kind in ("compute", "root-pool"):
                 continue
-            out.append(DiscoveredObject(moref, kind, name, self.visible_parent(parent)))
+            capacity, free = sizes.get(moref, (None, None))
+            out.append(
+                DiscoveredObject(moref, kind, name, self.visible_parent(parent), capacity, free)
+            )
         return out
 
 

@@ -104,11 +104,18 @@ def restore_disk_to_datastore(
     )
 
 
-def restore_disk_file(repo: Repository, manifest: Manifest, device_key: str, target: Path) -> Path:
+def restore_disk_file(
+    repo: Repository,
+    manifest: Manifest,
+    device_key: str,
+    target: Path,
+    *,
+    progress: Progress | None = None,
+) -> Path:
     """One disk to a local sparse raw file (attach it elsewhere, convert it, inspect it)."""
     if target.exists():
         raise VSphereError(f"{target} exists already; restores never overwrite a file")
-    restore_disk(repo, manifest, device_key, target)
+    restore_disk(repo, manifest, device_key, target, progress=progress)
     return target
 
 

@@ -1,6 +1,16 @@
+from typing import Any
+
 from rest_framework import serializers
 
+from inventory.choices import ConnectionKind
 from storage.models import Repository, RestorePoint, RestorePointDisk
+from storage.restore_targets import (
+    KVM,
+    VSPHERE,
+    connection_kind,
+    datastore_path_problem,
+    family,
+)
 
 
 class RepositorySerializer(serializers.ModelSerializer):
@@ -130,30 +140,115 @@ class VerifyRequestSerializer(serializers.Serializer):
 
 
 class RestoreRequestSerializer(serializers.Serializer):
+    """A restore request. Which fields apply depends on what is restored and where to:
+
+    - one disk to a file on the proxy: `what=disk, disk, path` (absolute), `format`;
+    - one disk to a vSphere datastore: `what=disk, disk, to=datastore, connection, datastore,
+      path` (`folder/name.vmdk` inside the datastore);
+    - the whole VM on a KVM host: `what=vm, connection, name, path` (absolute directory for its
+      disks), `start`;
+    - the whole VM on vCenter/ESXi: `what=vm, connection, name, datastore`, `start` (power on).
+
+    The validated data holds only the fields of that case (they become the run's options)."""
+
     what = serializers.ChoiceField(choices=["disk", "vm"])
     disk = serializers.CharField(required=False, help_text="Device key of the disk (what=disk).")
-    path = serializers.CharField(
-        help_text="what=disk: the file to write; what=vm: the directory for the new disks."
+    to = serializers.ChoiceField(
+        choices=["file", "datastore"],
+        default="file",
+        help_text="what=disk: a file on the proxy, or a vSphere datastore.",
     )
-    format = serializers.ChoiceField(choices=["raw", "qcow2"], default="raw")
+    path = serializers.CharField(
+        required=False,
+        help_text="The file to write (what=disk to a file: absolute), the disk's path in the "
+        "datastore (to=datastore: folder/name.vmdk), or the directory for the new VM's disks "
+        "(what=vm on a KVM host: absolute).",
+    )
+    format = serializers.ChoiceField(
+        choices=["raw", "qcow2"], default="raw", help_text="what=disk to a file."
+    )
     name = serializers.CharField(required=False, help_text="Name of the new VM (what=vm).")
     connection = serializers.IntegerField(
-        required=False, help_text="The KVM host to define the VM on (what=vm)."
+        required=False,
+        help_text="The KVM host, vCenter or ESXi host to restore the VM to (what=vm), or the "
+        "vCenter/ESXi whose datastore receives the disk (to=datastore).",
     )
-    start = serializers.BooleanField(default=False)
+    datastore = serializers.CharField(
+        required=False,
+        help_text="vSphere datastore name (what=vm on vCenter/ESXi, or to=datastore).",
+    )
+    start = serializers.BooleanField(
+        default=False, help_text="what=vm: start (power on) the new VM once created."
+    )
 
-    def validate(self, attrs: dict[str, object]) -> dict[str, object]:
-        if not str(attrs["path"]).startswith("/"):
-            raise serializers.ValidationError({"path": "Give an absolute path."})
-        if attrs["what"] == "disk" and not attrs.get("disk"):
-            raise serializers.ValidationError({"disk": "Which disk to restore."})
-        if attrs["what"] == "vm":
-            missing = {
-                k: "Required to restore a VM." for k in ("name", "connection") if not attrs.get(k)
-            }
-            if missing:
-                raise serializers.ValidationError(missing)
-        return attrs
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["what"] == "disk":
+            return self._disk(attrs)
+        return self._vm(attrs)
+
+    def _disk(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors: dict[str, str] = {}
+        if not attrs.get("disk"):
+            errors["disk"] = "Which disk to restore."
+        options = {"what": "disk", "disk": attrs.get("disk"), "to": attrs["to"]}
+        if attrs["to"] == "file":
+            _absolute(attrs, errors)
+            options.update(path=attrs.get("path"), format=attrs["format"])
+        else:
+            _require(
+                attrs, errors, ("connection", "datastore"), "Required to restore to a datastore."
+            )
+            path = str(attrs.get("path") or "")
+            problem = datastore_path_problem(path)
+            if problem:
+                errors["path"] = problem
+            options.update(
+                connection=attrs.get("connection"), datastore=attrs.get("datastore"), path=path
+            )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return options
+
+    def _vm(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors: dict[str, str] = {}
+        _require(attrs, errors, ("name", "connection"), "Required to restore a VM.")
+        options = {
+            "what": "vm",
+            "connection": attrs.get("connection"),
+            "name": attrs.get("name"),
+            "start": attrs["start"],
+        }
+        kind = connection_kind(attrs.get("connection"))
+        if family(kind) == KVM:
+            _absolute(attrs, errors)
+            options["path"] = attrs.get("path")
+        elif family(kind) == VSPHERE:
+            _require(attrs, errors, ("datastore",), "Required to restore a VM to vSphere.")
+            options["datastore"] = attrs.get("datastore")
+        elif attrs.get("connection") and "connection" not in errors:
+            errors["connection"] = (
+                "No such connection."
+                if kind is None
+                else f"VMs cannot be restored to {ConnectionKind(kind).label} yet."
+            )
+        if errors:
+            raise serializers.ValidationError(errors)
+        return options
+
+
+def _require(
+    attrs: dict[str, Any], errors: dict[str, str], names: tuple[str, ...], message: str
+) -> None:
+    for name in names:
+        if not attrs.get(name):
+            errors.setdefault(name, message)
+
+
+def _absolute(attrs: dict[str, Any], errors: dict[str, str]) -> None:
+    if not attrs.get("path"):
+        errors["path"] = "An absolute path is required."
+    elif not str(attrs["path"]).startswith("/"):
+        errors["path"] = "Give an absolute path."
 
 
 class CopyRequestSerializer(serializers.Serializer):

@@ -131,7 +131,8 @@ class RestorePointViewSet(mixins.DestroyModelMixin, ReadOnlyViewSet):
     @extend_schema(request=RestoreRequestSerializer, responses={202: JobRunSerializer})
     @action(detail=True, methods=["post"])
     def restore(self, request: Request, pk: str | None = None) -> Response:
-        """Restore a disk to a file, or the whole VM as a new VM, as a run."""
+        """Restore a disk to a file or a vSphere datastore, or the whole VM as a new VM on a
+        KVM host or vCenter/ESXi (never over an existing one), as a run."""
         body = RestoreRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         run = services.start_restore(

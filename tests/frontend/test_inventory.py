@@ -472,7 +472,7 @@ def test_unreachable_endpoint_is_an_error_next_to_the_address(admin):
     assert "Cannot reach 127.0.0.1" in text(error)
     address = one(html, id="id_address")
     assert dict(address.attributes)["aria-describedby"].split() == [
-        "id_address_help",
+        "id_address_helptext",
         "id_address_error",
     ]
     assert "is-invalid" in dict(address.attributes)["class"]

@@ -13,6 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from backupconsole.models import AuditEvent
+from inventory.models import InventoryObject, VirtualDisk
 from jobs.choices import RunKind, RunState
 from jobs.models import JobRun
 from storage.choices import RestorePointState
@@ -183,7 +184,9 @@ def test_full_path_restores_one_disk_to_a_file(operator: Client, world: Any) -> 
     html = get(operator, **state, step="where")
     assert current_step(html) == "where"
     assert 'id="id_path"' in html and 'id="id_format"' in html and 'id="id_name"' not in html
-    assert hidden(html) == {k: str(v) for k, v in state.items()}
+    # No vSphere target: a disk goes to a file, and the datastore part is not offered.
+    assert hidden(html) == {**{k: str(v) for k, v in state.items()}, "to": "file"}
+    assert 'id="restore-to-datastore"' not in html
 
     state |= {"path": "/var/tmp/web-1-vdb.qcow2", "format": "qcow2"}
     html = get(operator, **state, step="summary")
@@ -200,9 +203,9 @@ def test_full_path_restores_one_disk_to_a_file(operator: Client, world: Any) -> 
     assert run.options == {
         "what": "disk",
         "disk": "vdb",
+        "to": "file",
         "path": "/var/tmp/web-1-vdb.qcow2",
         "format": "qcow2",
-        "start": False,
         "restore_point": point.pk,
     }
     assert response.status_code == 302
@@ -239,7 +242,6 @@ def test_whole_vm_to_the_original_host_under_a_new_name(operator: Client, world:
         "name": "web-1-restored",
         "connection": vm.connection_id,
         "start": True,
-        "format": "raw",
         "restore_point": point.pk,
     }
 
@@ -321,11 +323,212 @@ def test_corrupt_points_are_listed_but_cannot_be_chosen(operator: Client, world:
 def test_whole_vm_is_not_offered_for_a_vm_from_another_hypervisor(
     operator: Client, world: Any
 ) -> None:
-    esxi = VirtualMachineFactory(name="vs-1", connection=ConnectionFactory(kind="esxi"))
-    point = RestorePointFactory(vm=esxi)
-    RestorePointDisk.objects.create(restore_point=point, device_key="2000", capacity_bytes=GiB)
+    hyperv = VirtualMachineFactory(name="hv-1", connection=ConnectionFactory(kind="hyperv"))
+    point = RestorePointFactory(vm=hyperv)
+    RestorePointDisk.objects.create(restore_point=point, device_key="scsi0", capacity_bytes=GiB)
 
-    html = get(operator, vm=esxi.pk, point=point.pk, step="what")
+    html = get(operator, vm=hyperv.pk, point=point.pk, step="what")
 
     assert 'name="what" value="vm"' not in html
-    assert "does not come from a KVM host" in html
+    assert "nothing restores VMs to Microsoft Hyper-V yet" in html
+
+
+def test_a_kvm_vm_is_not_restored_to_vsphere(operator: Client, world: Any) -> None:
+    vcenter = ConnectionFactory(name="vc-x", kind="vcenter")
+    state = {
+        "vm": world["vm"].pk,
+        "point": world["new"].pk,
+        "what": "vm",
+        "connection": vcenter.pk,
+        "name": "web-1-on-vsphere",
+        "path": "/images",
+    }
+
+    html = get(operator, **state, step="where")
+    assert f'<option value="{vcenter.pk}"' not in html, "only KVM hosts are offered"
+
+    html = get(operator, **state, step="summary")
+    assert current_step(html) == "where"
+    assert "valid choice" in error(html, "id_connection")
+
+
+# --- vSphere targets -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def vsphere(db: Any) -> dict[str, Any]:
+    """A vCenter VM with one 10 GiB disk on ds-fast and a restore point; its vCenter has a roomy
+    and a small datastore, a second vCenter one of its own."""
+    vc = ConnectionFactory(name="vc-1", kind="vcenter")
+    fast = InventoryObject.objects.create(
+        connection=vc,
+        kind="datastore",
+        external_id="datastore-1",
+        name="ds-fast",
+        capacity_bytes=1024 * GiB,
+        free_bytes=500 * GiB,
+    )
+    InventoryObject.objects.create(
+        connection=vc,
+        kind="datastore",
+        external_id="datastore-2",
+        name="ds-small",
+        capacity_bytes=8 * GiB,
+        free_bytes=GiB,
+    )
+    other = ConnectionFactory(name="vc-2", kind="vcenter")
+    InventoryObject.objects.create(
+        connection=other, kind="datastore", external_id="datastore-9", name="ds-other"
+    )
+    vm = VirtualMachineFactory(name="app-1", connection=vc)
+    VirtualDisk.objects.create(vm=vm, device_key="2000", capacity_bytes=10 * GiB, datastore=fast)
+    point = RestorePointFactory(vm=vm, logical_bytes=10 * GiB)
+    RestorePointDisk.objects.create(restore_point=point, device_key="2000", capacity_bytes=10 * GiB)
+    return {"vc": vc, "other": other, "vm": vm, "point": point}
+
+
+def test_a_vsphere_vm_restores_as_a_new_vm_on_a_datastore(
+    operator: Client, world: Any, vsphere: dict[str, Any]
+) -> None:
+    vm, vc = vsphere["vm"], vsphere["vc"]
+    state = {"vm": vm.pk, "point": vsphere["point"].pk}
+
+    html = get(operator, **state, step="what")
+    assert 'name="what" value="vm"' in html and "One disk, to a file or a datastore" in html
+
+    state["what"] = "vm"
+    html = get(operator, **state, step="where")
+    assert re.search(r'<fieldset id="restore-where" data-family="vsphere">', html)
+    hosts = re.findall(r'<option value="(\d+)"[^>]*>([^<]*)</option>', html)
+    assert hosts == [(str(vc.pk), "vc-1 (the original host)"), (str(vsphere["other"].pk), "vc-2")]
+    assert world["vm"].connection.name not in html, "no KVM host for a vSphere VM"
+    assert 'id="id_path"' not in html and 'value="app-1-restored"' in html
+    assert "Power it on once created" in html
+    # The VM's own datastore first; sizes as the last sync saw them.
+    assert re.search(
+        r'<option value="ds-fast" selected>ds-fast — 500.0\xa0GiB free of 1.0\xa0TiB', html
+    )
+    assert "ds-small — 1.0\xa0GiB free" in html and "ds-other" not in html
+    assert 'hx-get="/restore/"' in html and 'hx-select="#restore-datastore-field"' in html
+
+    state |= {"connection": vc.pk, "name": "app-1-restored", "datastore": "ds-fast", "start": "on"}
+    html = get(operator, **state, step="summary")
+    assert current_step(html) == "summary", error(html, "id_datastore")
+    assert "ds-fast" in html and "Power on" in html
+
+    operator.post(URL, hidden(html))
+
+    assert JobRun.objects.get().options == {
+        "what": "vm",
+        "connection": vc.pk,
+        "name": "app-1-restored",
+        "datastore": "ds-fast",
+        "start": True,
+        "restore_point": vsphere["point"].pk,
+    }
+
+
+def test_changing_the_vcenter_lists_its_datastores(operator: Client, vsphere: Any) -> None:
+    state = {"vm": vsphere["vm"].pk, "point": vsphere["point"].pk, "what": "vm"}
+
+    html = get(operator, **state, connection=vsphere["other"].pk, step="where")
+
+    field = html[html.index('id="restore-datastore-field"') :]
+    field = field[: field.index("</select>")]
+    assert re.findall(r'<option value="([^"]+)"', field) == ["ds-other"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field_id", "message"),
+    [
+        ({"datastore": "ds-small"}, "id_datastore", "1.0 GiB free"),
+        ({"datastore": "ds-other"}, "id_datastore", "chosen connection"),
+        ({"datastore": ""}, "id_datastore", "Required to restore a VM to vSphere"),
+        ({"datastore": "ds-fast", "name": "app-1"}, "id_name", "never overwrite"),
+    ],
+)
+def test_vsphere_targets_are_checked_next_to_their_fields(
+    operator: Client, vsphere: Any, extra: dict[str, str], field_id: str, message: str
+) -> None:
+    state = {
+        "vm": vsphere["vm"].pk,
+        "point": vsphere["point"].pk,
+        "what": "vm",
+        "connection": vsphere["vc"].pk,
+        "name": "app-1-copy",
+        **extra,
+    }
+
+    html = get(operator, **state, step="summary")
+
+    assert current_step(html) == "where"
+    assert message in error(html, field_id)
+
+
+def test_a_disk_to_a_datastore(operator: Client, vsphere: Any) -> None:
+    vc = vsphere["vc"]
+    state = {"vm": vsphere["vm"].pk, "point": vsphere["point"].pk, "what": "disk", "disk": "2000"}
+
+    html = get(operator, **state, step="where")
+    assert 'id="restore-to-file"' in html and 'id="restore-to-datastore"' in html
+    assert re.search(r'name="to" value="file" id="id_to_0"\s+checked', html)
+    assert 'value="app-1-restored/app-1-2000.vmdk"' in html
+    file_formats = html[html.index('id="id_format"') :]
+    assert re.findall(
+        r'<option value="(\w+)"', file_formats[: file_formats.index("</select>")]
+    ) == ["raw"], "disks of vSphere VMs are written raw"
+
+    bad = get(
+        operator,
+        **state,
+        to="datastore",
+        connection=vc.pk,
+        datastore="ds-fast",
+        ds_path="x.img",
+        step="summary",
+    )
+    assert current_step(bad) == "where" and "ends in .vmdk" in error(bad, "id_ds_path")
+
+    state |= {"to": "datastore", "connection": vc.pk, "datastore": "ds-fast", "ds_path": "r/a.vmdk"}
+    html = get(operator, **state, step="summary")
+    assert current_step(html) == "summary"
+    assert "[ds-fast] r/a.vmdk</code> on vc-1" in html
+
+    operator.post(URL, hidden(html))
+
+    assert JobRun.objects.get().options == {
+        "what": "disk",
+        "disk": "2000",
+        "to": "datastore",
+        "connection": vc.pk,
+        "datastore": "ds-fast",
+        "path": "r/a.vmdk",
+        "restore_point": vsphere["point"].pk,
+    }
+
+
+def test_vsphere_targets_follow_the_users_role(
+    client: Client, logged_in: Any, vsphere: Any
+) -> None:
+    """A role scoped to VMs offers no host to restore the whole VM to, nor any datastore."""
+    logged_in("vm-owner", "operator", object_types=["inventory.virtualmachine"])
+    state = {"vm": vsphere["vm"].pk, "point": vsphere["point"].pk}
+
+    html = get(client, **state, step="what")
+    assert 'name="what" value="vm"' not in html
+    assert "your role names no vCenter or ESXi host to restore to" in html
+    assert "One disk, to a file<" in html
+
+    forced = get(
+        client,
+        **state,
+        what="disk",
+        disk="2000",
+        to="datastore",
+        connection=vsphere["vc"].pk,
+        datastore="ds-fast",
+        ds_path="r/a.vmdk",
+        step="summary",
+    )
+    assert current_step(forced) == "where"
+    assert "No vSphere datastore you may restore to" in error(forced, "id_to")

@@ -5,51 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ValidationError
 
 from backupconsole.roles import Role
 from backupconsole.services import scopable_object_types
-
-
-class ConsoleForm(forms.Form):
-    """Bootstrap classes on the inputs; service validation errors land next to their fields."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for field in self.fields.values():
-            widget = field.widget
-            if isinstance(widget, forms.CheckboxInput | forms.CheckboxSelectMultiple):
-                widget.attrs.setdefault("class", "form-check-input")
-            elif isinstance(widget, forms.Select):
-                widget.attrs.setdefault("class", "form-select")
-            else:
-                widget.attrs.setdefault("class", "form-control")
-
-    def full_clean(self) -> None:
-        super().full_clean()
-        for name in self.errors:
-            self._mark_invalid(name)
-
-    def _mark_invalid(self, name: str | None) -> None:
-        if name is None or name not in self.fields:
-            return
-        field = self.fields[name]
-        attrs = field.widget.attrs
-        if "is-invalid" not in attrs.get("class", ""):
-            attrs["class"] = attrs.get("class", "") + " is-invalid"
-        auto_id = self[name].auto_id
-        described = [f"{auto_id}_error", f"{auto_id}_helptext"] if field.help_text else []
-        attrs["aria-describedby"] = " ".join(described or [f"{auto_id}_error"])
-
-    def add_service_error(self, error: ValidationError) -> None:
-        """Adds a service's ValidationError, keyed by field where the form has that field."""
-        if not hasattr(error, "error_dict"):
-            self.add_error(None, error)
-            return
-        for name, errors in error.error_dict.items():
-            field = name if name in self.fields else None
-            self.add_error(field, errors)
-            self._mark_invalid(field)
+from frontend.forms import ConsoleForm
 
 
 class PasswordChoiceForm(ConsoleForm):

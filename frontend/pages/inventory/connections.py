@@ -176,7 +176,7 @@ def _save(
     except ActionRefused as refused:
         field = refused.field if refused.field in form.fields else None
         form.add_error(field, refused.message)
-        form.restyle()
+        form.render_ready()
         return None
 
 
@@ -193,7 +193,7 @@ def connection_new(request: HttpRequest) -> HttpResponse:
     saved = _save(request, form, None)
     if saved is None:
         return _form_page(request, form, None)
-    messages.success(request, f"Connection {saved.name} added. Sync it to discover its VMs.")
+    messages.success(request, f"Connection {saved.name} added; its VMs are being discovered.")
     return redirect("frontend:connection", pk=saved.pk)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from django import forms
 
+from frontend.forms import ConsoleForm
 from inventory.choices import DEFAULT_PORTS, TLS_KINDS, ConnectionKind
 from inventory.models import Connection
 from inventory.probe import normalize_fingerprint
@@ -82,9 +83,9 @@ ALWAYS = ("name", "kind")
 PROBE_FIELDS = ("kind", "address", "port", "verify_tls", "tls_fingerprint")
 
 
-class ConnectionForm(forms.Form):
+class ConnectionForm(ConsoleForm):
     name = forms.CharField(max_length=100)
-    kind = forms.ChoiceField(choices=ConnectionKind.choices)
+    kind = forms.ChoiceField(choices=ConnectionKind.choices, initial=DEFAULT_KIND)
     address = forms.CharField(max_length=255, required=False)
     port = forms.IntegerField(required=False, min_value=1, max_value=65535)
     username = forms.CharField(max_length=150, required=False)
@@ -129,7 +130,7 @@ class ConnectionForm(forms.Form):
             if stored:
                 self.fields["password"].help_text = "Stored. Leave empty to keep it."
         self.fields["kind"].widget.attrs["autocomplete"] = "off"
-        self.restyle()
+        self.render_ready()
 
     def switch_kind_from(self, url: str) -> None:
         """Changing the kind re-renders the fields for it through HTMX (GET ``url``). The
@@ -208,36 +209,6 @@ class ConnectionForm(forms.Form):
             verify_tls=data.get("verify_tls", True) if self.uses_tls else True,
             tls_fingerprint=data.get("tls_fingerprint", "") if self.uses_tls else "",
         )
-
-    def full_clean(self) -> None:
-        super().full_clean()
-        self.restyle()
-
-    def restyle(self) -> None:
-        """Bootstrap classes and the ARIA links from each input to its help and errors."""
-        errors = getattr(self, "_errors", None) or {}  # None until validated
-        for name, bound in ((n, self[n]) for n in self.fields):
-            widget = bound.field.widget
-            if isinstance(widget, forms.CheckboxInput):
-                base = "form-check-input"
-            elif isinstance(widget, forms.Select):
-                base = "form-select"
-            else:
-                base = "form-control"
-            described = []
-            if bound.help_text:
-                described.append(f"{bound.auto_id}_help")
-            if name in errors:
-                described.append(f"{bound.auto_id}_error")
-                widget.attrs["aria-invalid"] = "true"
-                base += " is-invalid"
-            else:
-                widget.attrs.pop("aria-invalid", None)
-            widget.attrs["class"] = base
-            if described:
-                widget.attrs["aria-describedby"] = " ".join(described)
-            else:
-                widget.attrs.pop("aria-describedby", None)
 
 
 def initial_for(connection: Connection) -> dict[str, Any]:

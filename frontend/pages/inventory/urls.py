@@ -25,5 +25,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     ),
     path("inventory/vms/<int:pk>/", vms.vm_detail, name="vm"),
     path("inventory/vms/<int:pk>/backup/", vms.vm_backup, name="vm-backup"),
+    path("inventory/vms/<int:pk>/reset-cbt/", vms.vm_reset_cbt, name="vm-reset-cbt"),
     path("proxies/", proxies.proxy_list, name="proxies"),
 ]

@@ -1,4 +1,5 @@
-"""A VM's page (facts, disks, change tracking, policies, restore points) and "Back up now"."""
+"""A VM's page (facts, disks, change tracking, policies, restore points), "Back up now" and,
+for vSphere VMs, "Reset CBT"."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from frontend.pages.inventory.tracking import (
     with_read_kind,
 )
 from inventory.models import VirtualMachine
+from inventory.services import VSPHERE_KINDS, reset_change_tracking
 from jobs.choices import Trigger
 from jobs.models import ProtectionPolicy
 from jobs.services import start_vm_backup
@@ -76,6 +78,7 @@ def vm_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "point_total": visible_points.count() if len(points) >= POINT_LIMIT else len(points),
         "may_run": may_run,
         "backup_policies": _runnable_policies(request, vm) if may_run else [],
+        "may_reset_cbt": vm.connection.kind in VSPHERE_KINDS and may_act(user, vm, "change"),
     }
     return render(request, "frontend/inventory/vm.html", context)
 
@@ -105,3 +108,18 @@ def vm_backup(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(reverse("frontend:run", args=[run.pk]))
     except NoReverseMatch:  # the runs pages are not there yet
         return redirect("frontend:vm", pk=pk)
+
+
+@login_required
+@require_POST
+def vm_reset_cbt(request: HttpRequest, pk: int) -> HttpResponse:
+    """Reset Changed Block Tracking (vSphere): the next backup reads the VM in full."""
+    vm = _vm(request, pk)
+    require(request.user, vm, "change")
+    try:
+        result = reset_change_tracking([vm], acting_user=request.user)[0]
+    except ActionRefused as refused:
+        messages.error(request, refused.message)
+    else:
+        (messages.success if result.ok else messages.error)(request, result.message)
+    return redirect("frontend:vm", pk=pk)

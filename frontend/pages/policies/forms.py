@@ -9,6 +9,7 @@ from django import forms
 from django.db.models import QuerySet
 from django.forms import BaseFormSet, formset_factory
 
+from frontend.forms import ConsoleForm
 from inventory.choices import Transport
 from inventory.models import VirtualMachine
 from jobs.choices import RuleKind
@@ -31,31 +32,7 @@ PRESETS = (
 DEFAULT_PRESET = "0 22 * * *"
 
 
-def _style(form: forms.Form) -> None:
-    """Bootstrap classes on the widgets, and the invalid state once the form has errors."""
-    for name, field in form.fields.items():
-        widget = field.widget
-        if isinstance(widget, forms.CheckboxInput):
-            base = "form-check-input"
-        elif isinstance(widget, forms.Select | forms.SelectMultiple):
-            base = "form-select"
-        else:
-            base = "form-control"
-        invalid = form.is_bound and name in form.errors
-        widget.attrs["class"] = f"{base} is-invalid" if invalid else base
-        if invalid:
-            widget.attrs["aria-invalid"] = "true"
-            widget.attrs["aria-describedby"] = f"{form[name].auto_id}_error"
-
-
-class StyledForm(forms.Form):
-    def render_ready(self) -> StyledForm:
-        """Called before rendering: styles the widgets for the current errors."""
-        _style(self)
-        return self
-
-
-class PolicyForm(StyledForm):
+class PolicyForm(ConsoleForm):
     name = forms.CharField(required=False)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     enabled = forms.BooleanField(required=False, initial=True, label="Enabled (runs on schedule)")
@@ -160,7 +137,7 @@ class PolicyForm(StyledForm):
 OPTION_FIELDS = tuple(name for name in OPTION_KEYS if name in PolicyForm.base_fields)
 
 
-class RuleForm(StyledForm):
+class RuleForm(ConsoleForm):
     kind = forms.ChoiceField(choices=RuleKind.choices, initial=RuleKind.TAG, label="Match by")
     value = forms.CharField(
         required=False,
@@ -182,7 +159,7 @@ class RuleForm(StyledForm):
         )
 
 
-class ScheduleForm(StyledForm):
+class ScheduleForm(ConsoleForm):
     preset = forms.ChoiceField(
         required=False, choices=[("", "Custom (cron)"), *PRESETS], label="Runs"
     )

@@ -7,7 +7,7 @@ from typing import Any
 from django import forms
 from django.db.models import QuerySet
 
-from frontend.pages.accounts.forms import ConsoleForm
+from frontend.forms import ConsoleForm
 from jobs.models import ProtectionPolicy
 from storage.choices import RepositoryKind
 from storage.models import Repository

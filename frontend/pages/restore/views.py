@@ -68,6 +68,10 @@ def restore_wizard(request: HttpRequest) -> HttpResponse:
     elif step == "what":
         context["disks"] = list(wizard.values["point"].disks.all())
         context["whole_vm_possible"] = wizard.whole_vm_possible()
+        context["whole_vm_unavailable"] = wizard.whole_vm_unavailable()
+    elif step == "where":
+        context["plan"] = wizard.plan()
     elif step == "summary":
         context["options"] = wizard.options
+        context["plan"] = wizard.plan()
     return render(request, "frontend/restore/wizard.html", context)

@@ -17,14 +17,15 @@ from django.http import QueryDict
 from django_filters import FilterSet
 
 from backupconsole.errors import ActionRefused
-from frontend.pages.policies.forms import StyledForm
+from frontend.forms import ConsoleForm
+from frontend.pages.restore.where import WHERE_FIELDS, WherePlan, WhereStep
 from frontend.templatetags.console_tags import binary_bytes
-from inventory.choices import ConnectionKind
 from inventory.filtersets import VirtualMachineFilterSet
 from inventory.models import Connection, VirtualMachine
 from storage.api.serializers import RestoreRequestSerializer
 from storage.choices import RestorePointState
 from storage.models import RestorePoint
+from storage.restore_targets import FAMILY_NAMES, family
 from storage.services import check_restore_target
 
 USABLE = (RestorePointState.COMMITTED, RestorePointState.VERIFIED)
@@ -42,14 +43,14 @@ STEPS = (
     Step("vm", "Virtual machine", ("vm",)),
     Step("point", "Restore point", ("point",)),
     Step("what", "What", ("what", "disk")),
-    Step("where", "Where", ("path", "format", "connection", "name", "start")),
+    Step("where", "Where", WHERE_FIELDS),
     Step("summary", "Summary", ()),
 )
 NAMES = tuple(step.name for step in STEPS)
 STATE_FIELDS = tuple(name for step in STEPS for name in step.fields)
 
 
-class VMStep(StyledForm):
+class VMStep(ConsoleForm):
     vm = forms.ModelChoiceField(
         queryset=VirtualMachine.objects.none(),
         label="Virtual machine",
@@ -57,7 +58,7 @@ class VMStep(StyledForm):
     )
 
 
-class PointStep(StyledForm):
+class PointStep(ConsoleForm):
     point = forms.ModelChoiceField(
         queryset=RestorePoint.objects.none(),
         label="Restore point",
@@ -65,24 +66,12 @@ class PointStep(StyledForm):
     )
 
 
-class WhatStep(StyledForm):
+class WhatStep(ConsoleForm):
     what = forms.ChoiceField(label="What to restore")
     disk = forms.ChoiceField(required=False, label="Disk")
 
 
-class WhereStep(StyledForm):
-    path = forms.CharField(required=False, label="Path")
-    format = forms.ChoiceField(
-        required=False, choices=[("raw", "raw (sparse)"), ("qcow2", "qcow2")], label="File format"
-    )
-    connection = forms.ModelChoiceField(
-        queryset=Connection.objects.none(), required=False, label="KVM host", empty_label=None
-    )
-    name = forms.CharField(required=False, label="Name of the new VM")
-    start = forms.BooleanField(required=False, label="Start it once defined")
-
-
-class SummaryStep(StyledForm):
+class SummaryStep(ConsoleForm):
     pass
 
 
@@ -125,20 +114,37 @@ class RestoreWizard:
             .order_by("-created_at", "-id")
         )
 
+    def plan(self) -> WherePlan:
+        return WherePlan(self.user, self.values["vm"], self.values)
+
     def targets(self) -> QuerySet[Connection]:
-        """KVM hosts the user may restore a VM to."""
-        return Connection.objects.restrict(self.user, "restore").filter(kind=ConnectionKind.KVM)
+        """Hosts of the VM's own hypervisor the user may restore the whole VM to."""
+        return WherePlan(self.user, self.values["vm"], {"what": "vm"}).targets
 
     def whole_vm_possible(self) -> bool:
         vm = self.values.get("vm")
-        return bool(vm and vm.connection.kind == ConnectionKind.KVM and self.targets().exists())
+        return bool(vm and family(vm.connection.kind) and self.targets().exists())
+
+    def whole_vm_unavailable(self) -> str:
+        """Why the whole VM cannot be restored ("" when it can)."""
+        vm: VirtualMachine = self.values["vm"]
+        source = family(vm.connection.kind)
+        if source is None:
+            return f"nothing restores VMs to {vm.connection.get_kind_display()} yet"
+        if not self.targets().exists():
+            return f"your role names no {FAMILY_NAMES[source]} to restore to"
+        return ""
+
+    def datastores_possible(self) -> bool:
+        """Whether a disk can go to a vSphere datastore (the user may restore to one)."""
+        return WherePlan(self.user, self.values["vm"], {"what": "disk"}).targets.exists()
 
     # --- the steps ------------------------------------------------------------------------------
 
-    def form(self, name: str, *, bound: bool) -> StyledForm:
+    def form(self, name: str, *, bound: bool) -> ConsoleForm:
         data = self.data if bound else None
         initial = None if bound else self._initial(name)
-        form: StyledForm
+        form: ConsoleForm
         if name == "vm":
             form = VMStep(data, initial=initial)
             form.fields["vm"].queryset = self.vms()  # type: ignore[attr-defined]
@@ -148,7 +154,8 @@ class RestoreWizard:
         elif name == "what":
             form = WhatStep(data, initial=initial)
             point: RestorePoint = self.values["point"]
-            choices = [("disk", "One disk, to a file")]
+            disk_to = "a file or a datastore" if self.datastores_possible() else "a file"
+            choices = [("disk", f"One disk, to {disk_to}")]
             if self.whole_vm_possible():
                 choices.insert(0, ("vm", "The whole VM, as a new VM"))
             form.fields["what"].choices = choices  # type: ignore[attr-defined]
@@ -157,25 +164,7 @@ class RestoreWizard:
             ]
         elif name == "where":
             form = WhereStep(data, initial=initial)
-            form.fields["connection"].queryset = self.targets()  # type: ignore[attr-defined]
-            vm = self.values["vm"]
-            form.fields["connection"].label_from_instance = (  # type: ignore[attr-defined]
-                lambda c: f"{c.name} (the original host)" if c.pk == vm.connection_id else c.name
-            )
-            path = form.fields["path"]
-            if self.values.get("what") == "disk":
-                path.label = "File to write"
-                path.help_text = (
-                    "An absolute path on the proxy that runs the restore, e.g. "
-                    f"/srv/restore/{vm.name}-{self.values.get('disk')}.raw. Restores never "
-                    "overwrite: the file must not exist yet."
-                )
-            else:
-                path.label = "Directory for the new VM's disks"
-                path.help_text = (
-                    "An absolute directory on the KVM host, e.g. /var/lib/libvirt/images; the "
-                    "disks become qcow2 files named after the new VM."
-                )
+            self.plan().configure(form, self.data, initial or {})
         else:
             form = SummaryStep(data)
         return form
@@ -192,15 +181,10 @@ class RestoreWizard:
             first = self.values["point"].disks.first()
             initial.setdefault("disk", first.device_key if first else "")
         if name == "where":
-            vm: VirtualMachine = self.values["vm"]
-            initial.setdefault("format", "raw")
-            if self.values.get("what") == "vm":
-                initial.setdefault("name", f"{vm.name}-restored")
-                if self.targets().filter(pk=vm.connection_id).exists():
-                    initial.setdefault("connection", vm.connection_id)
+            self.plan().initial(initial)
         return initial
 
-    def resolve(self, target: str) -> tuple[str, StyledForm]:
+    def resolve(self, target: str) -> tuple[str, ConsoleForm]:
         """The step to show: ``target`` (unbound, filled from the state) when every step before it
         is valid, else the first invalid one with its errors."""
         stop = len(STEPS) if target == "confirm" else NAMES.index(target)
@@ -217,9 +201,9 @@ class RestoreWizard:
             return "summary", self.form("summary", bound=True)
         return target, self.form(target, bound=False)
 
-    def refuse(self, exc: ActionRefused) -> tuple[str, StyledForm]:
+    def refuse(self, exc: ActionRefused) -> tuple[str, ConsoleForm]:
         """start_restore refused at the last moment: show the message where it belongs."""
-        return self._with_errors({exc.field or "": [exc.message]})
+        return self._with_errors({self.plan().field_for(exc.field or ""): [exc.message]})
 
     def first_missing(self) -> str:
         """Where a link without ``step`` lands: the first step whose inputs are missing."""
@@ -228,36 +212,24 @@ class RestoreWizard:
                 return step.name
         return "summary"
 
-    def request_body(self) -> dict[str, Any]:
-        """The restore request as the API takes it (only what the user gave)."""
-        v = self.values
-        body: dict[str, Any] = {"what": v.get("what")}
-        if v.get("path"):
-            body["path"] = v["path"]
-        if v.get("what") == "disk":
-            body.update(disk=v.get("disk"), format=v.get("format") or "raw")
-        else:
-            if v.get("name"):
-                body["name"] = v["name"]
-            if v.get("connection") is not None:
-                body["connection"] = v["connection"].pk
-            body["start"] = bool(v.get("start"))
-        return body
-
     def _check_request(self) -> dict[str, list[str]]:
         """The API's checks of the request and the service's checks of its target."""
-        serializer = RestoreRequestSerializer(data=self.request_body())
+        plan = self.plan()
+        serializer = RestoreRequestSerializer(data=plan.request_body())
         if not serializer.is_valid():
-            return {key: [str(m) for m in messages] for key, messages in serializer.errors.items()}
+            return {
+                plan.field_for(key): [str(m) for m in messages]
+                for key, messages in serializer.errors.items()
+            }
         options = dict(serializer.validated_data)
         try:
-            check_restore_target(self.values["point"], options)
+            check_restore_target(self.values["point"], options, self.user)
         except ActionRefused as exc:
-            return {exc.field or "": [exc.message]}
+            return {plan.field_for(exc.field or ""): [exc.message]}
         self.options = options
         return {}
 
-    def _with_errors(self, errors: dict[str, list[str]]) -> tuple[str, StyledForm]:
+    def _with_errors(self, errors: dict[str, list[str]]) -> tuple[str, ConsoleForm]:
         """The step whose fields the errors are about (the what step for the disk), bound to the
         state, with the errors next to those fields; others go to the summary."""
         for name in ("what", "where"):
