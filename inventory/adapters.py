@@ -123,12 +123,39 @@ def transport_preference(order: Sequence[str]) -> Iterator[None]:
         PREFERRED_TRANSPORTS.reset(token)
 
 
+@dataclass
+class RestoreJob:
+    """What a connector restores: a restore point's repository and manifest, the validated options
+    (storage/restore_targets.py: what, disk, name, path or datastore, start, format), and where
+    it reports progress (bytes done, bytes in all) and log lines."""
+
+    repo: Any  # storage.engine.repository.Repository
+    manifest: Any  # storage.engine.manifest.Manifest
+    options: dict[str, Any]
+    progress: Callable[[int, int], None]
+    log: Callable[[str], None]
+
+    def size(self, device_key: str | None = None) -> int:
+        """Bytes of one disk, or of all of them."""
+        disks = self.manifest.disks
+        return sum(d.size for d in disks if device_key in (None, d.device_key))
+
+
+@dataclass
+class RestoreOutcome:
+    message: str  # what was restored where, for the run's result
+    notes: list[str] = field(default_factory=list)  # warnings: the run ends as a warning
+
+
 # Records an artifact before it is created; returns a handle to forget it once removed.
 RecordArtifact = Callable[[str, dict[str, Any]], Callable[[], None]]
 
 
 class Connector(Protocol):
     kind: str
+    # The key under which its backups save the VM's configuration in a manifest's vm_config:
+    # how a restore point made by this connector is recognised.
+    config_key: str
 
     def capabilities(self, connection: Any) -> Capabilities: ...
 
@@ -149,6 +176,15 @@ class Connector(Protocol):
 
     def remove_artifact(self, connection: Any, kind: str, data: dict[str, Any]) -> None:
         """Remove a leftover (the sweeper calls this for artifacts of crashed proxies)."""
+        ...
+
+    def restore_vm(self, connection: Any, job: RestoreJob) -> RestoreOutcome:
+        """A new VM on ``connection`` from the saved configuration; never overwrites."""
+        ...
+
+    def restore_disk(self, connection: Any | None, job: RestoreJob) -> RestoreOutcome:
+        """One disk: to a file on this proxy (``connection`` None), or to the hypervisor's own
+        storage (a vSphere datastore)."""
         ...
 
 
@@ -187,6 +223,12 @@ def _load_builtin() -> None:
         else:
             register("kvm", KVMConnector())
         _loaded.append(True)  # only once every connector is registered
+
+
+def connector_for_config(vm_config: Mapping[str, Any]) -> Connector | None:
+    """The connector whose backups saved this VM configuration."""
+    _load_builtin()
+    return next((c for c in _REGISTRY.values() if c.config_key in vm_config), None)
 
 
 def iter_kinds() -> Iterator[str]:

@@ -1,18 +1,17 @@
 """Restore runs: a disk to a file or to a vSphere datastore, or a whole VM as a new VM on a KVM
-host or on vCenter/ESXi, with progress (bytes, rate, ETA) and a log. The target connection's
-kind picks the connector's restore function; for a file, the kind of the saved VM."""
+host or on vCenter/ESXi, with progress (bytes, rate, ETA) and a log. Connectors do the work
+(inventory.adapters: restore_vm, restore_disk); this picks which and records the run."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from django.db import transaction
 
+from inventory.adapters import RestoreJob, RestoreOutcome, connector_for_config, get_connector
 from inventory.models import Connection, Proxy
-from inventory.vmware.vmconfig import KEY as VSPHERE_CONFIG
 from jobs.choices import LogLevel, RunResult, RunState
 from jobs.models import JobRun
 from jobs.progress import Throttle, publish_run
@@ -21,9 +20,6 @@ from storage.engine.manifest import Manifest
 from storage.engine.repository import Repository
 from storage.engine_access import open_repository
 from storage.models import RestorePoint
-from storage.restore_targets import VSPHERE, family
-
-GiB = 2**30
 
 
 class _Progress:
@@ -48,10 +44,6 @@ class _Progress:
         publish_run(self.run.pk)
 
 
-def _size(size: int) -> str:
-    return f"{size / GiB:.2f} GiB"
-
-
 @dataclass
 class _Job:
     """The restore at hand: its run, the restore point's repository and manifest, the options."""
@@ -61,106 +53,30 @@ class _Job:
     manifest: Manifest
     options: dict[str, Any]
 
-    def target(self) -> Connection:
-        return Connection.objects.get(pk=self.options["connection"])
+    def for_connector(self) -> RestoreJob:
+        return RestoreJob(
+            self.repo,
+            self.manifest,
+            self.options,
+            progress=_Progress(self.run),
+            log=lambda line: log(self.run, line),
+        )
 
-    def total(self) -> int:
-        return sum(d.size for d in self.manifest.disks)
 
-
-def _disk_to_datastore(job: _Job) -> tuple[str, list[str]]:
-    from inventory.vmware.restore import restore_disk_to_datastore
-
-    connection, disk = job.target(), job.options["disk"]
-    size = job.manifest.disk(disk).size
-    log(job.run, f"Uploading disk {disk} ({_size(size)}) to {connection}.")
-    where = restore_disk_to_datastore(
-        connection,
-        job.repo,
-        job.manifest,
-        disk,
-        datastore=job.options["datastore"],
-        path=job.options["path"],
-        progress=_Progress(job.run),
+def _restore(job: _Job) -> RestoreOutcome:
+    """Through the adapter interface: a VM or a disk to a connection is restored by the target
+    connection's connector; a disk to a file by the connector that made the backup."""
+    to_connection = job.options["what"] == "vm" or job.options.get("to") == "datastore"
+    target = Connection.objects.get(pk=job.options["connection"]) if to_connection else None
+    connector = (
+        get_connector(target.kind) if target else connector_for_config(job.manifest.vm_config)
     )
-    return f"Disk {disk} restored to {where} on {connection}.", []
-
-
-def _disk_to_file(job: _Job) -> tuple[str, list[str]]:
-    disk, target = job.options["disk"], Path(job.options["path"])
-    size = job.manifest.disk(disk).size
-    progress = _Progress(job.run)
-    log(job.run, f"Writing disk {disk} ({_size(size)}) to {target} on this proxy.")
-    if VSPHERE_CONFIG in job.manifest.vm_config:  # a vSphere VM's point: its connector writes it
-        from inventory.vmware.restore import restore_disk_file as vsphere_disk_file
-
-        vsphere_disk_file(job.repo, job.manifest, disk, target, progress=progress)
-    else:
-        from inventory.kvm.restore import restore_disk_file
-
-        progress(0, size)
-        restore_disk_file(job.repo, job.manifest, disk, target, job.options.get("format", "raw"))
-        progress(size, size)
-    return f"Disk {disk} restored to {target}.", []
-
-
-def _vm_to_vsphere(job: _Job) -> tuple[str, list[str]]:
-    from inventory.vmware.restore import restore_vm
-
-    connection, name, datastore = job.target(), job.options["name"], job.options["datastore"]
-    disks = len(job.manifest.disks)
-    log(
-        job.run,
-        f"Creating VM {name} on {connection}: {disks} disk(s), {_size(job.total())}, "
-        f"uploaded to datastore {datastore}.",
-    )
-    restored = restore_vm(
-        connection,
-        job.repo,
-        job.manifest,
-        name=name,
-        datastore=datastore,
-        power_on=bool(job.options.get("start")),
-        progress=_Progress(job.run),
-    )
-    for key, file in restored.disk_files.items():
-        log(job.run, f"Disk {key} → {file}.")
-    started = " and powered on" if job.options.get("start") else ""
-    return (
-        f"Restored as the new VM {name} ({restored.moref}) on {connection}{started}; it appears "
-        "in the inventory with the next sync.",
-        restored.notes,
-    )
-
-
-def _vm_to_kvm(job: _Job) -> tuple[str, list[str]]:
-    from inventory.kvm.restore import restore_vm
-
-    connection, name, directory = job.target(), job.options["name"], job.options["path"]
-    progress = _Progress(job.run)  # libvirt's restore reports no progress: before and after
-    log(job.run, f"Defining {name} on {connection}; its disks go to {directory}.")
-    progress(0, job.total())
-    uuid = restore_vm(
-        connection,
-        job.repo,
-        job.manifest,
-        name=name,
-        directory=Path(directory),
-        start=bool(job.options.get("start")),
-    )
-    progress(job.total(), job.total())
-    return f"Restored as {name} ({uuid}) on {connection}.", []
-
-
-def _restore(job: _Job) -> tuple[str, list[str]]:
-    """Dispatch on what is restored and on the target connection's kind."""
-    if job.options["what"] == "disk":
-        if job.options.get("to") == "datastore":
-            return _disk_to_datastore(job)
-        return _disk_to_file(job)
-    if family(job.target().kind) == VSPHERE:
-        return _vm_to_vsphere(job)
-    return _vm_to_kvm(job)
+    if connector is None:
+        raise LookupError("no connector can restore this (its hypervisor is not supported here)")
+    request = job.for_connector()
+    if job.options["what"] == "vm":
+        return connector.restore_vm(target, request)
+    return connector.restore_disk(target, request)
 
 
 def execute_restore(run_pk: int, *, proxy: Proxy | None = None) -> None:
@@ -176,7 +92,8 @@ def execute_restore(run_pk: int, *, proxy: Proxy | None = None) -> None:
         with transaction.atomic():
             set_state(run, RunState.WORKING)
             log(run, f"Restoring from {point} in {point.repository.name}.")
-        message, notes = _restore(_Job(run, repo, manifest, run.options))
+        outcome = _restore(_Job(run, repo, manifest, run.options))
+        message, notes = outcome.message, outcome.notes
         with transaction.atomic():
             for note in notes:
                 log(run, note, level=LogLevel.WARNING)

@@ -25,6 +25,8 @@ from inventory.adapters import (
     DiscoveredVM,
     InventorySnapshot,
     RecordArtifact,
+    RestoreJob,
+    RestoreOutcome,
     TrackingLost,
 )
 from inventory.kvm import transport
@@ -129,6 +131,7 @@ class _Snapshot:
 
 class KVMConnector:
     kind = "kvm"
+    config_key = "libvirt_xml"
 
     def capabilities(self, connection: Any) -> Capabilities:
         remote = transport.remote_host(libvirt_uri(connection)) is not None
@@ -251,6 +254,16 @@ class KVMConnector:
                 _delete_checkpoint(dom, new)
             forget_checkpoint()
             conn.close()
+
+    def restore_vm(self, connection: Any, job: RestoreJob) -> RestoreOutcome:
+        from inventory.kvm.restore import restore_vm_job  # it imports this module
+
+        return restore_vm_job(connection, job)
+
+    def restore_disk(self, connection: Any | None, job: RestoreJob) -> RestoreOutcome:
+        from inventory.kvm.restore import restore_disk_job
+
+        return restore_disk_job(connection, job)
 
     def remove_artifact(self, connection: Any, kind: str, data: dict[str, Any]) -> None:
         conn = _open(connection)

@@ -12,6 +12,7 @@ from typing import Any
 
 import libvirt
 
+from inventory.adapters import RestoreJob, RestoreOutcome
 from inventory.kvm.connector import KVMError, _open
 from storage.engine.manifest import Manifest
 from storage.engine.reader import restore_disk
@@ -103,3 +104,32 @@ def restore_vm(
         return str(domain.UUIDString())
     finally:
         conn.close()
+
+
+def restore_vm_job(connection: Any, job: RestoreJob) -> RestoreOutcome:
+    """The adapter's restore_vm: a new domain on ``connection``, its disks in ``path``."""
+    name, directory = job.options["name"], job.options["path"]
+    job.log(f"Defining {name} on {connection}; its disks go to {directory}.")
+    job.progress(0, job.size())  # libvirt reports no progress: before and after
+    uuid = restore_vm(
+        connection,
+        job.repo,
+        job.manifest,
+        name=name,
+        directory=Path(directory),
+        start=bool(job.options.get("start")),
+    )
+    job.progress(job.size(), job.size())
+    return RestoreOutcome(f"Restored as {name} ({uuid}) on {connection}.")
+
+
+def restore_disk_job(connection: Any | None, job: RestoreJob) -> RestoreOutcome:
+    """The adapter's restore_disk: KVM disks go to a raw or qcow2 file on the proxy."""
+    if connection is not None:
+        raise KVMError("a KVM disk is restored to a file on the proxy, not to a host's storage")
+    disk, target = job.options["disk"], Path(job.options["path"])
+    job.log(f"Writing disk {disk} ({job.size(disk) / 2**30:.2f} GiB) to {target} on this proxy.")
+    job.progress(0, job.size(disk))
+    restore_disk_file(job.repo, job.manifest, disk, target, job.options.get("format", "raw"))
+    job.progress(job.size(disk), job.size(disk))
+    return RestoreOutcome(f"Disk {disk} restored to {target}.")

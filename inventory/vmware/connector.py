@@ -7,15 +7,23 @@ from typing import Any
 
 from pyVmomi import vmodl
 
-from inventory.adapters import Capabilities, InventorySnapshot, RecordArtifact
-from inventory.vmware import snapshot, transports
+from inventory.adapters import (
+    Capabilities,
+    InventorySnapshot,
+    RecordArtifact,
+    RestoreJob,
+    RestoreOutcome,
+)
+from inventory.vmware import restore, snapshot, transports
 from inventory.vmware.discovery import discover
 from inventory.vmware.placement import vm_ref
 from inventory.vmware.session import session_for
+from inventory.vmware.vmconfig import KEY
 
 
 class VSphereConnector:
     kind = "vsphere"
+    config_key = KEY
 
     def capabilities(self, connection: Any) -> Capabilities:
         offered = transports.ProxyConfig.load().offered()
@@ -36,6 +44,12 @@ class VSphereConnector:
         # ``since`` is not needed: vSphere answers changes between any two change IDs of a
         # tracking period, so the snapshot is the same for a full and an incremental.
         return snapshot.backup_snapshot(session_for(connection), vm, quiesce=quiesce, record=record)
+
+    def restore_vm(self, connection: Any, job: RestoreJob) -> RestoreOutcome:
+        return restore.restore_vm_job(connection, job)
+
+    def restore_disk(self, connection: Any | None, job: RestoreJob) -> RestoreOutcome:
+        return restore.restore_disk_job(connection, job)
 
     def remove_artifact(self, connection: Any, kind: str, data: dict[str, Any]) -> None:
         session = session_for(connection)

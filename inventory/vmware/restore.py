@@ -11,6 +11,7 @@ from typing import Any
 
 from pyVmomi import vim, vmodl
 
+from inventory.adapters import RestoreJob, RestoreOutcome
 from inventory.vmware.collector import retrieve
 from inventory.vmware.files import DatastoreHTTP, folder_url
 from inventory.vmware.placement import DatastoreInfo, datacenter_of, datastore_named
@@ -221,3 +222,51 @@ def restore_vm(
     except vmodl.MethodFault as exc:
         raise VSphereError(f"creating VM {name}: {getattr(exc, 'msg', '') or exc}") from exc
     return RestoredVM(vm._moId, name, disk_files, notes)
+
+
+def restore_vm_job(connection: Any, job: RestoreJob) -> RestoreOutcome:
+    """The adapter's restore_vm: a new VM on ``connection`` with its disks on a datastore."""
+    name, datastore = job.options["name"], job.options["datastore"]
+    job.log(
+        f"Creating VM {name} on {connection}: {len(job.manifest.disks)} disk(s), "
+        f"{job.size() / 2**30:.2f} GiB, uploaded to datastore {datastore}."
+    )
+    restored = restore_vm(
+        connection,
+        job.repo,
+        job.manifest,
+        name=name,
+        datastore=datastore,
+        power_on=bool(job.options.get("start")),
+        progress=job.progress,
+    )
+    for key, file in restored.disk_files.items():
+        job.log(f"Disk {key} → {file}.")
+    started = " and powered on" if job.options.get("start") else ""
+    return RestoreOutcome(
+        f"Restored as the new VM {name} ({restored.moref}) on {connection}{started}; it appears "
+        "in the inventory with the next sync.",
+        restored.notes,
+    )
+
+
+def restore_disk_job(connection: Any | None, job: RestoreJob) -> RestoreOutcome:
+    """The adapter's restore_disk: to a datastore of ``connection``, or a raw file here."""
+    disk = job.options["disk"]
+    size = f"{job.size(disk) / 2**30:.2f} GiB"
+    if connection is None:
+        target = Path(job.options["path"])
+        job.log(f"Writing disk {disk} ({size}) to {target} on this proxy.")
+        restore_disk_file(job.repo, job.manifest, disk, target, progress=job.progress)
+        return RestoreOutcome(f"Disk {disk} restored to {target}.")
+    job.log(f"Uploading disk {disk} ({size}) to {connection}.")
+    where = restore_disk_to_datastore(
+        connection,
+        job.repo,
+        job.manifest,
+        disk,
+        datastore=job.options["datastore"],
+        path=job.options["path"],
+        progress=job.progress,
+    )
+    return RestoreOutcome(f"Disk {disk} restored to {where} on {connection}.")
