@@ -112,7 +112,12 @@ def test_a_proxy_killed_mid_transfer_fails_the_run_and_leaves_nothing(
     # Kill the proxy as soon as the snapshot exists and data is moving.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if SnapshotArtifact.objects.filter(run=run, kind="backup-job").exists():
+        # Both recorded (the backup job, then the checkpoint): a kill between the two records
+        # would leave only one, and the count below would not hold.
+        if (
+            SnapshotArtifact.objects.filter(run=run, kind__in=("backup-job", "checkpoint")).count()
+            == 2
+        ):
             break
         time.sleep(0.01)
     else:
