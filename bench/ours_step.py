@@ -1,7 +1,7 @@
 """One step of our engine in its own process, so its peak RSS can be read from ``os.wait4``.
 
     python -m bench.ours_step init    REPO [ZSTD_LEVEL]
-    python -m bench.ours_step full    REPO IMAGE
+    python -m bench.ours_step full    REPO IMAGE [HEAD_BYTES]   (only the image's first bytes)
     python -m bench.ours_step incr    REPO IMAGE PARENT_ID EXTENTS_JSON
     python -m bench.ours_step restore REPO POINT_ID TARGET
 
@@ -23,6 +23,17 @@ from storage.engine.writer import DiskInput, Progress, write_restore_point
 
 PASSPHRASE = "bench"  # noqa: S105 (throw-away benchmark repositories)
 VM_KEY, VM_NAME = "bench-vm", "bench"
+
+
+class _Head(FileSource):
+    """The first ``size`` bytes of an image, as a disk of its own."""
+
+    def __init__(self, path: str, size: int) -> None:
+        super().__init__(path)
+        self.size = min(size, self.size)
+
+    def allocated(self) -> list[tuple[int, int]]:
+        return [(s, min(e, self.size)) for s, e in super().allocated() if s < self.size]
 
 
 def _open(repo_dir: str) -> Repository:
@@ -47,9 +58,11 @@ def main(argv: list[str]) -> dict[str, object]:
         point_id, target = rest
         restore_disk(repo, repo.find(point_id), "vda", target)
         return {"seconds": time.perf_counter() - t0}
+    head = None
     if step == "full":
-        (image,) = rest
+        image, *limit = rest
         parent, extents = None, None
+        head = int(limit[0]) if limit else None
     elif step == "incr":
         image, parent_id, extents_path = rest
         with open(extents_path) as f:
@@ -57,7 +70,7 @@ def main(argv: list[str]) -> dict[str, object]:
         parent = repo.find(parent_id)
     else:
         raise SystemExit(f"unknown step {step!r}")
-    with FileSource(image) as source:
+    with FileSource(image) if head is None else _Head(image, head) as source:
         disk = DiskInput(device_key="vda", source=source, changed_extents=extents)
         point = write_restore_point(
             repo, vm_key=VM_KEY, vm_name=VM_NAME, parent=parent, disks=[disk], progress=progress

@@ -74,9 +74,15 @@ def ratio_lines(results: Mapping[str, Figures]) -> list[str]:
 
 
 def targets(
-    results: Mapping[str, Figures], big_gib: float = 16
+    results: Mapping[str, Figures], big_gib: float = 16, head_rss: float | None = None
 ) -> list[tuple[str, str, bool | None]]:
-    """(target, what was measured, met?); met is None when a figure is missing."""
+    """(target, what was measured, met?); met is None when a figure is missing.
+
+    "Not growing" compares the big disk with its own first quarter (``head_rss``) when that was
+    measured: the peak comes from the first chunks' content (allocator high-water marks: the
+    first 1 GiB of the 16 GiB image peaks as high as all of it), so comparing with the small
+    disk, other content, mixes that in. Without it, the small disk is the reference.
+    """
     ours, restic, borg = results["storage"], results["restic"], results["borg"]
 
     def check(
@@ -90,6 +96,9 @@ def targets(
 
     growth = _ratio(ours.get("incr_repo_growth_bytes"), ours.get("changed_bytes"))
     rss, rss16 = get(ours, "peak_rss_mib"), get(ours, "peak_rss_16g_mib")
+    reference = head_rss if head_rss is not None else rss
+    compared = [] if head_rss is None else [f"{head_rss:.0f} MiB for its first quarter alone"]
+    compared += [] if rss is None else [f"{rss:.0f} MiB on the small disk"]
     rows = [
         ("full >= 0.6 GiB/s", get(ours, "full_gib_s"), lambda v: v >= 0.6, "{:.2f} GiB/s"),
         (
@@ -121,8 +130,8 @@ def targets(
         (
             f"peak RSS on {big_gib:g} GiB disk <= 256 MiB and not growing (<= +10 %)",
             rss16,
-            lambda v: v <= 256 and (rss is None or v <= rss * 1.10),
-            "{:.0f} MiB" + ("" if rss is None else f" ({rss:.0f} MiB on the small disk)"),
+            lambda v: v <= 256 and (reference is None or v <= reference * 1.10),
+            "{:.0f} MiB" + (f" ({'; '.join(compared)})" if compared else ""),
         ),
     ]
     out: list[tuple[str, str, bool | None]] = []
@@ -132,9 +141,12 @@ def targets(
     return out
 
 
-def target_lines(results: Mapping[str, Figures], big_gib: float = 16) -> list[str]:
+def target_lines(
+    results: Mapping[str, Figures], big_gib: float = 16, head_rss: float | None = None
+) -> list[str]:
     marks = {True: "MET   ", False: "MISSED", None: "n/a   "}
-    return [f"  {marks[met]} {name}: {shown}" for name, shown, met in targets(results, big_gib)]
+    rows = targets(results, big_gib, head_rss)
+    return [f"  {marks[met]} {name}: {shown}" for name, shown, met in rows]
 
 
 def kvm_targets(kvm: Figures) -> list[tuple[str, str, bool | None]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class BackendError(Exception):
@@ -42,7 +42,12 @@ class Backend(Protocol):
         ...
 
     def put(
-        self, key: str, data: bytes, *, if_absent: bool = True, retain_until: datetime | None = None
+        self,
+        key: str,
+        data: bytes | bytearray | memoryview,
+        *,
+        if_absent: bool = True,
+        retain_until: datetime | None = None,
     ) -> bool:
         """Store ``data``; True if written, False if ``if_absent`` and it already existed."""
         ...
@@ -67,4 +72,13 @@ class Backend(Protocol):
 
     def flush(self) -> None:
         """Make every object put so far durable (called before a manifest commits them)."""
+        ...
+
+
+@runtime_checkable
+class ReadsInto(Protocol):
+    """A backend that can read an object into a caller's buffer (no allocation per object)."""
+
+    def read_into(self, key: str, buffer: memoryview) -> memoryview | None:
+        """The object in ``buffer``; None if it does not fit (then use ``get``)."""
         ...

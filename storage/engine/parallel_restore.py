@@ -1,53 +1,49 @@
 """Restore with worker processes: each opens the repository itself and writes its windows
 straight into the target, so only small work orders cross process boundaries.
 
-Threads share one GIL, and a restore's per-chunk work (AES-GCM holds the GIL; decompression,
-hashing and page-cache writes contend) scaled poorly across cores with threads; processes
-scale. Used for filesystem repositories; other backends restore with threads.
+Only on request (``restore_disk(processes=N)``, filesystem repositories): since every per-chunk
+step runs without the GIL (``decrypt_into``, not ``decrypt``, which holds it; direct writes, not
+page-cache copies), threads restore as fast without a process start-up each (bench/README.md).
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 
+from storage.engine.directio import aligned_buffer
 from storage.engine.fs import FilesystemBackend
 from storage.engine.index import Entry
 from storage.engine.keys import MasterKey
+from storage.engine.reader import WindowFiller, write_window
 from storage.engine.repository import Config, Repository
+from storage.engine.target import Target
 
 _WorkOrder = list[tuple[int, int, int, bytes]]  # (offset, length, chunk_offset, digest)
-_repo: Repository | None = None
-_fd: int | None = None
+_worker: tuple[WindowFiller, Target, memoryview] | None = None
 
 
 def _init(root: str, config: bytes, master: bytes | None, target: str) -> None:
-    global _repo, _fd
+    global _worker
     key = MasterKey(master[:32], master[32:]) if master else None
-    _repo = Repository(FilesystemBackend(root), Config.from_json(config), key)
-    _fd = os.open(target, os.O_WRONLY)
+    repo = Repository(FilesystemBackend(root), Config.from_json(config), key)
+    # The target is closed with the process.
+    _worker = WindowFiller(repo), Target(target), aligned_buffer(repo.config.chunk_size)
 
 
-def _restore(windows: list[_WorkOrder], device: bool) -> tuple[int, int]:
-    from storage.engine.reader import _write_sparse
-
-    assert _repo is not None and _fd is not None
-    written = covered = 0
-    for entries in windows:
-        chunks: dict[bytes, bytes] = {}
-        for offset, length, chunk_offset, digest in entries:
-            if digest not in chunks:
-                chunks[digest] = _repo.get_chunk(digest)
-            view = memoryview(chunks[digest])[chunk_offset : chunk_offset + length]
-            if device:
-                os.pwrite(_fd, view, offset)
-                written += length
-            else:
-                written += _write_sparse(_fd, view, offset)
-            covered += length
-    return written, covered
+def _restore(windows: list[_WorkOrder]) -> tuple[int, int, int]:
+    """(bytes written, bytes covered, chunks read) of a batch of windows."""
+    assert _worker is not None
+    filler, out, window = _worker
+    written = covered = chunks = 0
+    for orders in windows:
+        entries = [Entry(*order) for order in orders]
+        base, runs, read = filler.fill(entries, window)
+        written += write_window(out, window, base, runs)
+        chunks += read
+        covered += sum(e.length for e in entries)
+    return written, covered, chunks
 
 
 def _batches(windows: Iterable[list[Entry]], size: int) -> Iterator[list[_WorkOrder]]:
@@ -66,16 +62,15 @@ def restore_windows(
     windows: Iterable[list[Entry]],
     target: str,
     *,
-    device: bool,
     processes: int,
     total: int,
     progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Restore the given windows with ``processes`` workers; returns bytes written."""
+) -> tuple[int, int]:
+    """Restore the given windows with ``processes`` workers; (bytes written, chunks read)."""
     assert isinstance(repo.backend, FilesystemBackend)
     master = repo._master.raw() if repo._master else None
     context = multiprocessing.get_context("spawn")  # no fork of a threaded (worker) process
-    written = done = 0
+    written = done = chunks = 0
     with ProcessPoolExecutor(
         processes,
         mp_context=context,
@@ -84,15 +79,15 @@ def restore_windows(
     ) as pool:
         pending = []
         for batch in _batches(windows, 8):
-            pending.append(pool.submit(_restore, batch, device))
+            pending.append(pool.submit(_restore, batch))
             if len(pending) >= processes * 3:  # bounded: memory stays flat
-                n, c = pending.pop(0).result()
-                written, done = written + n, done + c
+                n, c, k = pending.pop(0).result()
+                written, done, chunks = written + n, done + c, chunks + k
                 if progress:
                     progress(done, total)
         for future in pending:
-            n, c = future.result()
-            written, done = written + n, done + c
+            n, c, k = future.result()
+            written, done, chunks = written + n, done + c, chunks + k
             if progress:
                 progress(done, total)
-    return written
+    return written, chunks

@@ -16,13 +16,16 @@ from typing import Any
 import blake3
 
 from storage.engine import keys
-from storage.engine.backend import Backend, BackendError, ObjectMissing
+from storage.engine.backend import Backend, BackendError, ObjectMissing, ReadsInto
 from storage.engine.envelope import (
     KIND_CHUNK,
     KIND_INDEX,
     KIND_MANIFEST,
+    Buffer,
     Codec,
     CorruptObject,
+    Scratch,
+    sealed_bound,
 )
 from storage.engine.index import DiskIndex, Entry, decode_page
 from storage.engine.manifest import Manifest
@@ -199,6 +202,21 @@ class Repository:
             raise CorruptObject(f"chunk {digest.hex()} does not match its digest")
         return data
 
+    def get_chunk_into(
+        self, digest: bytes, scratch: Scratch, dest: memoryview | None = None
+    ) -> memoryview:
+        """``get_chunk`` without allocating: see ``Codec.open_into``."""
+        key = self.chunk_key(digest)
+        blob: memoryview | None = None
+        if isinstance(self.backend, ReadsInto):
+            blob = self.backend.read_into(key, scratch.sealed)
+        if blob is None:
+            blob = memoryview(self.backend.get(key))
+        data = self.codec.open_into(KIND_CHUNK, digest, blob, scratch, dest)
+        if self.codec.digest(data) != digest:
+            raise CorruptObject(f"chunk {digest.hex()} does not match its digest")
+        return data
+
     def blob_key(self, kind: int, digest: bytes) -> str:
         return self.chunk_key(digest) if kind == KIND_CHUNK else self.index_key(digest)
 
@@ -219,16 +237,18 @@ class Repository:
     def put_blob(
         self,
         kind: int,
-        data: bytes,
+        data: Buffer,
         *,
         since: datetime | None = None,
         digest: bytes | None = None,
         timing: Callable[[float, float], None] | None = None,
+        scratch: Scratch | None = None,
     ) -> tuple[bytes, int]:
         """Store a content-addressed object; returns (digest, bytes written or 0 if present).
 
         ``since`` is the writer's start (the GC-safety rule); ``timing`` receives the seconds
-        spent computing (hash, compress, encrypt) and in the backend, for bottleneck figures.
+        spent computing (hash, compress, encrypt) and in the backend, for bottleneck figures;
+        ``scratch`` (one per thread) saves allocating the envelope.
         """
         start = time.perf_counter()
         if digest is None:
@@ -240,7 +260,12 @@ class Repository:
                 timing(hashed - start, time.perf_counter() - hashed)
             return digest, 0
         checked = time.perf_counter()
-        sealed = self.codec.seal(kind, digest, data)
+        out: bytearray | memoryview
+        if scratch is not None and len(data) <= scratch.size:
+            out = scratch.sealed
+        else:
+            out = bytearray(sealed_bound(len(data)))
+        sealed = self.codec.seal_into(kind, digest, data, out)
         sealed_at = time.perf_counter()
         written = self.backend.put(key, sealed, retain_until=self.retain_until())
         if timing:

@@ -187,7 +187,7 @@ class S3Backend:
     def put(
         self,
         key: str,
-        data: bytes,
+        data: bytes | bytearray | memoryview,
         *,
         if_absent: bool = True,
         retain_until: datetime | None = None,
@@ -197,7 +197,7 @@ class S3Backend:
         args: dict[str, Any] = {
             "Bucket": self.bucket,
             "Key": self._key(key),
-            "Body": data,
+            "Body": data if isinstance(data, bytes) else bytes(data),
             "ContentType": "application/octet-stream",
         }
         if if_absent:

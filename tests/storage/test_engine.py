@@ -242,6 +242,9 @@ def test_restore_to_a_block_device_zeroes_what_was_a_hole(repo, images, loop_dev
 def test_restore_with_worker_processes_equals_the_image(repo, images, tmp_path):
     base, day1, extents = images
     point = _backup(repo, day1, parent=_backup(repo, base), extents=extents)
-    restore_disk(repo, point, "vda", tmp_path / "r.raw", processes=2)
+    stats = restore_disk(repo, point, "vda", tmp_path / "r.raw", processes=2)
     assert sha256(tmp_path / "r.raw") == sha256(day1)
     assert os.stat(tmp_path / "r.raw").st_blocks * 512 < SIZE  # still sparse
+    threads = restore_disk(repo, point, "vda", tmp_path / "t.raw")
+    assert (stats.bytes_written, stats.chunks_read) == (threads.bytes_written, threads.chunks_read)
+    assert stats.chunks_read > 0

@@ -94,6 +94,11 @@ class SlowSource(FileSource):
         time.sleep(0.05)
         return super().read(offset, length)
 
+    def readinto(self, offset: int, buffer: memoryview) -> None:  # what the writer uses
+        self.started.set()
+        time.sleep(0.05)
+        super().readinto(offset, buffer)
+
 
 def test_gc_while_a_backup_writes_loses_nothing(tmp_path, two_images):
     """The orphaned chunks of a pruned point are reused by a running writer while GC sweeps."""
