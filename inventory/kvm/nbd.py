@@ -31,9 +31,10 @@ class _Range:
     """One caller range of read_many; split into one or more requests."""
 
     offset: int
-    buf: bytearray
+    buf: bytearray | memoryview
     remaining: int  # requests not yet answered completely
     error: NBDError | None = None
+    zeroed: bool = True  # a fresh bytearray; a caller's buffer (readinto) must get holes zeroed
 
 
 @dataclass(eq=False)
@@ -231,6 +232,25 @@ class NBDClient:
         """Read ``length`` bytes; large reads are split and pipelined. Holes read as zeros."""
         return b"".join(data for _, data in self.read_many([(offset, length)]))
 
+    def readinto(self, offset: int, buffer: memoryview, *, depth: int = 8) -> None:
+        """Fill ``buffer`` with the bytes at ``offset``, pipelined like ``read`` but without
+        copies: the replies land in the caller's buffer. Holes read as zeros."""
+        self._check_open()
+        length = len(buffer)
+        self._check_range(offset, length)
+        step = self.max_request
+        rng = _Range(offset, buffer, -(-length // step), zeroed=False)
+        for start in range(0, length, step):
+            n = min(step, length - start)
+            while len(self._inflight) >= depth:
+                self._receive_one()
+            view = buffer[start : start + n]
+            self._submit(_Request(P.NBD_CMD_READ, offset + start, n, view, rng))
+        while rng.remaining:
+            self._receive_one()
+        if rng.error is not None:
+            raise rng.error
+
     def read_many(
         self, ranges: Iterable[tuple[int, int]], *, depth: int = 8
     ) -> Generator[tuple[int, bytes], None, None]:
@@ -385,8 +405,10 @@ class NBDClient:
             start = offset - req.offset
             if start < 0 or start + size > req.length:
                 raise self._protocol_error(f"chunk {offset}+{size} outside the request")
-            if kind == P.NBD_REPLY_TYPE_OFFSET_DATA:  # holes: the buffer is already zeroed
+            if kind == P.NBD_REPLY_TYPE_OFFSET_DATA:
                 self._recv_into(req.view[start : start + size])
+            elif req.target is not None and not req.target.zeroed:  # a hole in a reused buffer
+                req.view[start : start + size] = bytes(size)
         elif kind == P.NBD_REPLY_TYPE_BLOCK_STATUS:
             data = self._recv(length)
             if req.cmd != P.NBD_CMD_BLOCK_STATUS or length < 4 or (length - 4) % 8:

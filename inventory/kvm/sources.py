@@ -16,6 +16,9 @@ class NBDSource:
     def read(self, offset: int, length: int) -> bytes:
         return self.client.read(offset, length)
 
+    def readinto(self, offset: int, buffer: memoryview) -> None:
+        self.client.readinto(offset, buffer)
+
     def allocated(self) -> list[Range]:
         return [(start, start + length) for start, length in self.client.allocated_extents()]
 

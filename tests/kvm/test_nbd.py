@@ -82,6 +82,20 @@ def test_read_equals_qemu_img_convert(tmp_path: Path, nbd_server: Start, fmt: st
         assert client.read(0, SIZE) == reference
 
 
+def test_readinto_a_reused_buffer_reads_holes_as_zeros(tmp_path: Path, nbd_server: Start) -> None:  # noqa: F811
+    image = make_image(tmp_path / "disk.qcow2", SIZE, LAYOUT)
+    reference = raw_content(image)
+    buffer = memoryview(bytearray(b"\xff" * SIZE))  # stale bytes, as in the writer's pool
+    with connect(nbd_server(image, "disk")) as client:
+        client.request_size = 64 * KiB  # pipelined pieces, holes among them
+        client.readinto(0, buffer)
+        assert bytes(buffer) == reference
+        offset, length = ZEROED
+        buffer[:length] = b"\xee" * length
+        client.readinto(offset, buffer[:length])
+        assert bytes(buffer[:length]) == bytes(length)
+
+
 def test_read_larger_than_server_maximum_is_split(tmp_path: Path, nbd_server: Start) -> None:  # noqa: F811
     size = 40 * MiB
     image = make_image(tmp_path / "big.qcow2", size, [f"write -P 0x5a {32 * MiB - 4 * KiB} 8k"])
