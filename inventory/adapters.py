@@ -95,6 +95,8 @@ class BackupSnapshot(Protocol):
     consistency_note: str  # why crash-consistent, when it is
     # Which transport reads the disks and why (e.g. a fallback and its reason), for the run log.
     transport_note: str
+    # Anything else the run should warn about (CBT turned on, disks left out and why).
+    warnings: list[str]
     vm_config: dict[str, Any]
 
     @property

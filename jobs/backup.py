@@ -218,8 +218,7 @@ def back_up_vm(
             )
         if snapshot.transport_note:
             log(run, f"{vm.name}: transport {snapshot.transport_note}", task=vm_task)
-        # Connectors may say more (CBT turned on, disks left out with the reason); optional.
-        for warning in getattr(snapshot, "warnings", ()):
+        for warning in snapshot.warnings:
             log(run, warning, level=LogLevel.WARNING, task=vm_task)
         inputs = _inputs(snapshot, vm, parent, run, vm_task)
         for item in inputs:

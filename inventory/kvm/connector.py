@@ -123,6 +123,7 @@ class _Snapshot:
     disks: dict[str, _Disk]
     transport: str = transport.LOCAL
     transport_note: str = ""
+    warnings: list[str] = field(default_factory=list)
     kept: bool = False
 
     def keep_tracking(self) -> None:

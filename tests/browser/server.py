@@ -16,6 +16,8 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 
+from tests.processes import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
 
@@ -94,12 +96,7 @@ class ConsoleServer:
         process, self._process = self._process, None
         if process is None:
             return
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=15)
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""

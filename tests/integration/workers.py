@@ -14,6 +14,8 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
+from tests.processes import stop
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,16 +46,6 @@ def _process_env(tmp_path: Path) -> dict[str, str]:
         "BACKUPCONSOLE_CREDENTIAL_KEYS": ",".join(settings.CREDENTIAL_KEYS),
         "BACKUPCONSOLE_PROXY_HEARTBEAT_SECONDS": "5",
     }
-
-
-def _stop(processes: list[subprocess.Popen[str]]) -> None:
-    for process in processes:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -103,7 +95,7 @@ def celery_worker_process(
         return process
 
     yield start
-    _stop(started)
+    stop(started)
 
 
 @pytest.fixture
@@ -142,7 +134,7 @@ def celery_beat_process(
         return process
 
     yield start
-    _stop(started)
+    stop(started)
 
 
 def _wait_for_heartbeat(name: str, process: subprocess.Popen[str], log: Path) -> None:

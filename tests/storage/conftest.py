@@ -22,6 +22,7 @@ from botocore.config import Config
 from storage.engine.backend import Backend
 from storage.engine.fs import FilesystemBackend
 from storage.engine.s3 import S3Backend
+from tests.processes import stop
 
 REGION = "us-east-1"
 # moto accepts any credentials; explicit ones keep the tests away from the machine's AWS config.
@@ -81,12 +82,7 @@ def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             time.sleep(0.2)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=10)
 
 
 @pytest.fixture

@@ -124,7 +124,8 @@ def _points(request: HttpRequest, repository: Repository) -> dict[str, Any]:
             .filter(pk__in=shown)
             .values_list("pk", flat=True)
         ),
-        "protectable": set(
+        # The restore right also lets a user protect a point from pruning (as the API does).
+        "restorable": set(
             RestorePoint.objects.restrict(user, "restore")
             .filter(pk__in=shown)
             .values_list("pk", flat=True)
