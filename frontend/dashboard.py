@@ -20,7 +20,6 @@ from django.utils.formats import date_format
 
 from backupconsole.models import RoleAssignment
 from backupconsole.permissions import may
-from frontend.pages.repositories.stats import RepositoryUsage, usage_of, with_usage
 from frontend.pages.runs.fragments import running_runs
 from frontend.templatetags.console_tags import console_url
 from inventory.filtersets import VirtualMachineFilterSet
@@ -30,6 +29,7 @@ from jobs.filtersets import JobRunFilterSet
 from jobs.models import JobRun, ProtectionPolicy, RunTask
 from storage.choices import RestorePointState
 from storage.models import Repository
+from storage.usage import RepositoryUsage, usage_of, with_usage
 
 LIST_LIMIT = 8
 THROUGHPUT_DAYS = 14

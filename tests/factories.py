@@ -83,3 +83,17 @@ class RestorePointFactory(factory.django.DjangoModelFactory):
     repository = factory.SubFactory(RepositoryFactory)
     created_at = factory.LazyFunction(timezone.now)
     state = RestorePointState.COMMITTED
+
+
+def repository_with_usage(name: str) -> Repository:
+    """A repository holding two points of 10 GiB each that together wrote 4 GiB of new chunks,
+    stored as 2 GiB: dedup ratio 5, compression ratio 2."""
+    repository = RepositoryFactory(name=name)
+    for unique, stored in ((3, 1.5), (1, 0.5)):
+        RestorePointFactory(
+            repository=repository,
+            logical_bytes=10 * 2**30,
+            new_unique_bytes=unique * 2**30,
+            stored_bytes=int(stored * 2**30),
+        )
+    return repository

@@ -11,6 +11,7 @@ from storage.restore_targets import (
     datastore_path_problem,
     family,
 )
+from storage.usage import usage_of
 
 
 class RepositorySerializer(serializers.ModelSerializer):
@@ -32,8 +33,21 @@ class RepositorySerializer(serializers.ModelSerializer):
         "restores without the console need it. Changing it re-wraps the key only.",
     )
     has_secret = serializers.SerializerMethodField()
+    point_count = serializers.SerializerMethodField(help_text="Restore points it holds.")
+    logical_bytes = serializers.SerializerMethodField(
+        help_text="Size of the disks its restore points restore, added up."
+    )
+    unique_bytes = serializers.SerializerMethodField(
+        help_text="Uncompressed size of the chunks left after deduplication."
+    )
+    stored_bytes = serializers.SerializerMethodField(
+        help_text="Bytes those chunks and their indexes take, compressed and encrypted."
+    )
     dedup_ratio = serializers.SerializerMethodField(
-        help_text="Logical size of all restore points / bytes stored."
+        help_text="logical_bytes / unique_bytes; null until something is stored."
+    )
+    compression_ratio = serializers.SerializerMethodField(
+        help_text="unique_bytes / stored_bytes; null until something is stored."
     )
     compression_level = serializers.IntegerField(min_value=1, max_value=19, required=False)
 
@@ -57,7 +71,12 @@ class RepositorySerializer(serializers.ModelSerializer):
             "immutability_days",
             "capacity_bytes",
             "used_bytes",
+            "point_count",
+            "logical_bytes",
+            "unique_bytes",
+            "stored_bytes",
             "dedup_ratio",
+            "compression_ratio",
             "usage_updated_at",
             "created_at",
             "updated_at",
@@ -73,11 +92,26 @@ class RepositorySerializer(serializers.ModelSerializer):
     def get_has_secret(self, obj: Repository) -> bool:
         return bool(obj.secret)
 
+    # The figures the console shows, from the list's one grouped query (storage/usage.py).
+    def get_point_count(self, obj: Repository) -> int:
+        return usage_of([obj])[0].points
+
+    def get_logical_bytes(self, obj: Repository) -> int:
+        return usage_of([obj])[0].logical_bytes
+
+    def get_unique_bytes(self, obj: Repository) -> int:
+        return usage_of([obj])[0].unique_bytes
+
+    def get_stored_bytes(self, obj: Repository) -> int:
+        return usage_of([obj])[0].stored_bytes
+
     def get_dedup_ratio(self, obj: Repository) -> float | None:
-        logical = getattr(obj, "logical_total", None)
-        if not logical or not obj.used_bytes:
-            return None
-        return round(logical / obj.used_bytes, 2)
+        ratio = usage_of([obj])[0].dedup_ratio
+        return None if ratio is None else round(ratio, 2)
+
+    def get_compression_ratio(self, obj: Repository) -> float | None:
+        ratio = usage_of([obj])[0].compression_ratio
+        return None if ratio is None else round(ratio, 2)
 
 
 class RestorePointDiskSerializer(serializers.ModelSerializer):

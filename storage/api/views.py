@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Sum
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
@@ -30,6 +29,7 @@ from storage.filtersets import (
     RestorePointFilterSet,
 )
 from storage.models import Repository, RestorePoint, RestorePointDisk
+from storage.usage import with_usage
 
 
 def _accepted(run: Any) -> Response:
@@ -37,7 +37,7 @@ def _accepted(run: Any) -> Response:
 
 
 class RepositoryViewSet(ServiceModelViewSet):
-    queryset = Repository.objects.annotate(logical_total=Sum("restore_points__logical_bytes"))
+    queryset = with_usage(Repository.objects.all())
     serializer_class = RepositorySerializer
     filterset_class = RepositoryFilterSet
     ordering_fields = ["name", "used_bytes", "created_at"]

@@ -24,6 +24,7 @@ from tests.factories import (
     RepositoryFactory,
     RestorePointFactory,
     VirtualMachineFactory,
+    repository_with_usage,
 )
 
 pytestmark = pytest.mark.django_db
@@ -158,15 +159,7 @@ def test_running_card_empty_state(logged_in: Any) -> None:
 
 
 def test_repository_usage_and_dedup_ratio(logged_in: Any) -> None:
-    repository = RepositoryFactory(name="repo-primary")
-    # Two points of 10 GiB each; together they wrote 4 GiB of new chunks, stored as 2 GiB.
-    for unique, stored in ((3, 1.5), (1, 0.5)):
-        RestorePointFactory(
-            repository=repository,
-            logical_bytes=10 * 2**30,
-            new_unique_bytes=unique * 2**30,
-            stored_bytes=int(stored * 2**30),
-        )
+    repository = repository_with_usage("repo-primary")
     Repository.objects.filter(pk=repository.pk).update(
         used_bytes=512 * 2**30, capacity_bytes=2**40, usage_updated_at=timezone.now()
     )

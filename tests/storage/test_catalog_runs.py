@@ -180,6 +180,7 @@ def test_prune_and_gc_runs_apply_the_policy(api, repository, image):
     assert repository.used_bytes > 0 and repository.usage_updated_at is not None
     listed = api.get(f"{URL}{repository.pk}/").data
     assert listed["dedup_ratio"] > 1  # three points of the same disk share their chunks
+    assert listed["compression_ratio"] > 1
 
 
 def test_restore_point_delete_respects_protection(api, repository, image):

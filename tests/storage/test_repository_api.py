@@ -2,7 +2,12 @@ import pytest
 
 from backupconsole.models import AuditEvent
 from storage.models import Repository
-from tests.factories import PolicyFactory, RepositoryFactory, RestorePointFactory
+from tests.factories import (
+    PolicyFactory,
+    RepositoryFactory,
+    RestorePointFactory,
+    repository_with_usage,
+)
 
 URL = "/api/storage/repositories/"
 
@@ -138,3 +143,22 @@ def test_vm_shows_its_latest_usable_restore_point(api):
     newer = RestorePointFactory(vm=older.vm, repository=older.repository)
     RestorePointFactory(vm=older.vm, repository=older.repository, state="committing")
     assert api.get(f"/api/inventory/vms/{older.vm.pk}/").data["latest_restore_point"] == newer.pk
+
+
+def test_usage_figures_are_the_consoles(api):
+    repository = repository_with_usage("repo-primary")
+    RepositoryFactory(name="repo-empty")
+
+    rows = {row["name"]: row for row in api.get(URL).data["results"]}
+
+    primary = rows["repo-primary"]
+    assert (primary["point_count"], primary["logical_bytes"]) == (2, 20 * 2**30)
+    assert (primary["unique_bytes"], primary["stored_bytes"]) == (4 * 2**30, 2 * 2**30)
+    assert (primary["dedup_ratio"], primary["compression_ratio"]) == (5.0, 2.0)
+    empty = rows["repo-empty"]
+    assert (empty["point_count"], empty["dedup_ratio"], empty["compression_ratio"]) == (
+        0,
+        None,
+        None,
+    )
+    assert api.get(f"{URL}{repository.pk}/").data["dedup_ratio"] == 5.0

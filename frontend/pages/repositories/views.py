@@ -26,13 +26,13 @@ from frontend.pages.repositories.forms import (
     RepositoryForm,
     VerifyForm,
 )
-from frontend.pages.repositories.stats import usage_of, with_usage
 from frontend.templatetags.console_tags import console_url
 from jobs.choices import RunKind
 from jobs.models import JobRun, ProtectionPolicy
 from storage import services
 from storage.filtersets import RepositoryFilterSet, RestorePointFilterSet
 from storage.models import Repository, RestorePoint
+from storage.usage import usage_of, with_usage
 
 POINTS_PER_PAGE = 25
 RECENT_RUNS = 10

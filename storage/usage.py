@@ -1,5 +1,7 @@
 """Usage figures of repositories, from their restore points, in one query for a whole list.
 
+One definition for the console and the API.
+
 The ratios come from the figures each backup recorded in its manifest:
 
 * logical: the size of the disks the points restore;
