@@ -26,6 +26,8 @@ class ToolRun:
     figures: dict[str, float | int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds (user + system) per step
+    # Resident memory at its peak per step, and what it was made of (ours only).
+    memory: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ class _Ours:
         self.peak_rss = 0.0
         self.inner: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.memory: dict[str, dict[str, float]] = {}
 
     def step(self, label: str, *args: str | Path) -> tuple[float, dict[str, object]]:
         argv = [sys.executable, "-m", "bench.ours_step", *map(str, args)]
@@ -37,6 +38,9 @@ class _Ours:
         doc: dict[str, object] = json.loads(result.output.strip().splitlines()[-1])
         if "seconds" in doc:
             self.inner[f"{label} (in process)"] = float(doc["seconds"])  # type: ignore[arg-type]
+        memory = doc.get("memory")
+        if isinstance(memory, dict) and label != "init":
+            self.memory[label] = memory
         busy = doc.get("busy")
         if isinstance(busy, dict):
             for part, value in busy.items():
@@ -75,15 +79,20 @@ def bench_ours(images: Images, work: Path, level: int = 1) -> ToolRun:
     }
     out.seconds.update(ours.inner)
     out.cpu = {k: v for k, v in ours.cpu.items() if k != "init"}
+    out.memory = ours.memory
     shutil.rmtree(ours.dir, ignore_errors=True)
     return out
 
 
-def big_disk_rss(big: Images, work: Path, level: int = 1) -> tuple[float, float, dict[str, float]]:
+def big_disk_rss(
+    big: Images, work: Path, level: int = 1
+) -> tuple[float, float, dict[str, float], dict[str, dict[str, float]]]:
     """Peak RSS of a full backup and a restore of the big disk; the same for its first quarter
-    alone (same content, a quarter of the size: what differs is only the size); the seconds."""
+    alone (same content, a quarter of the size: what differs is only the size); the seconds;
+    what each step's peak was made of."""
     peaks: list[float] = []
     seconds: dict[str, float] = {}
+    memory: dict[str, dict[str, float]] = {}
     for label, head in (("head", big.size // 4), ("", None)):
         ours = _Ours(work, f"storage-big{label}")
         ours.step("init", "init", ours.repo, str(level))
@@ -96,8 +105,9 @@ def big_disk_rss(big: Images, work: Path, level: int = 1) -> tuple[float, float,
         target.unlink()
         shutil.rmtree(ours.dir, ignore_errors=True)
         peaks.append(ours.peak_rss)
+        memory.update({f"{label or 'whole'} {step}": m for step, m in ours.memory.items()})
         seconds.update(
             {f"{label or 'whole'} full": full_s, f"{label or 'whole'} restore": restore_s}
         )
     head_rss, whole_rss = peaks
-    return whole_rss, head_rss, seconds
+    return whole_rss, head_rss, seconds, memory

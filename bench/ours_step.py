@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 from storage.engine.fs import FilesystemBackend
@@ -34,6 +35,36 @@ class _Head(FileSource):
 
     def allocated(self) -> list[tuple[int, int]]:
         return [(s, min(e, self.size)) for s, e in super().allocated() if s < self.size]
+
+
+class _RssSampler(threading.Thread):
+    """What the resident memory was made of at its peak, sampled from /proc every 20 ms: the
+    heap (anonymous), the engine's aligned buffers (shared anonymous maps, ``directio``) and
+    mapped files (libraries). ``ru_maxrss`` gives only the sum."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = {"rss_mib": 0.0, "anon_mib": 0.0, "buffers_mib": 0.0, "file_mib": 0.0}
+        self.stopped = threading.Event()
+
+    def sample(self) -> None:
+        fields = {}
+        with open("/proc/self/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "RssAnon", "RssShmem", "RssFile"):
+                    fields[name] = int(value.split()[0]) / 1024
+        if fields.get("VmRSS", 0.0) > self.peak["rss_mib"]:
+            self.peak = {
+                "rss_mib": fields["VmRSS"],
+                "anon_mib": fields.get("RssAnon", 0.0),
+                "buffers_mib": fields.get("RssShmem", 0.0),
+                "file_mib": fields.get("RssFile", 0.0),
+            }
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.02):
+            self.sample()
 
 
 def _open(repo_dir: str) -> Repository:
@@ -91,4 +122,10 @@ def main(argv: list[str]) -> dict[str, object]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1:])))
+    sampler = _RssSampler()
+    sampler.start()
+    doc = main(sys.argv[1:])
+    sampler.stopped.set()
+    sampler.join()
+    sampler.sample()
+    print(json.dumps({**doc, "memory": sampler.peak}))

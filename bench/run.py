@@ -72,6 +72,14 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _memory(steps: dict[str, dict[str, float]]) -> str:
+    return ", ".join(
+        f"{step} {m['rss_mib']:.0f} ({m['anon_mib']:.0f} + {m['buffers_mib']:.0f} + "
+        f"{m['file_mib']:.0f})"
+        for step, m in steps.items()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     size = _bytes(args.size_gib)
@@ -114,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         kvm_details = kvm.bench_kvm(args.work, imgs)
     kvm_figures = {key: kvm_details[key] for key in kvm.KEYS} if kvm_details else None
     big_seconds: dict[str, float] = {}
+    big_memory: dict[str, dict[str, float]] = {}
     head_rss: float | None = None
     if big is not None:
         _say(f"storage engine on the {big_size / GiB:g} GiB disk (memory) ...")
-        rss16, head_rss, big_seconds = big_disk_rss(big, run_dir, args.zstd_level)
+        rss16, head_rss, big_seconds, big_memory = big_disk_rss(big, run_dir, args.zstd_level)
         results["storage"]["peak_rss_16g_mib"] = rss16
     else:
         results["storage"]["peak_rss_16g_mib"] = None
@@ -138,12 +147,15 @@ def main(argv: list[str] | None = None) -> int:
             steps = ", ".join(f"{k} {v:.1f}" for k, v in run.seconds.items())
             cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.cpu.items())
             _say(f"{name}: {run.options}\n  seconds: {steps}\n  CPU seconds: {cpu}")
+            if run.memory:
+                _say("  peak RSS, MiB (heap + buffers + files): " + _memory(run.memory))
     if big_seconds:
         _say(
             f"storage, {big_size / GiB:g} GiB disk: full {big_seconds['whole full']:.1f} s, "
             f"restore {big_seconds['whole restore']:.1f} s; its first quarter alone: full "
             f"{big_seconds['head full']:.1f} s, restore {big_seconds['head restore']:.1f} s, "
-            f"peak RSS {head_rss:.0f} MiB"
+            f"peak RSS {head_rss:.0f} MiB\n  peak RSS, MiB (heap + buffers + files): "
+            + _memory(big_memory)
         )
     _say("")
     if not args.skip_peers:
@@ -166,11 +178,18 @@ def main(argv: list[str] | None = None) -> int:
         "extents": imgs.extent_count,
         "elapsed_s": elapsed,
         "tools": {
-            name: {"version": r.version, "options": r.options, "seconds": r.seconds, "cpu": r.cpu}
+            name: {
+                "version": r.version,
+                "options": r.options,
+                "seconds": r.seconds,
+                "cpu": r.cpu,
+                "memory": r.memory,
+            }
             for name, r in runs.items()
             if r
         },
         "big_seconds": big_seconds,
+        "big_memory": big_memory,
         "peak_rss_big_head_mib": head_rss,
         "kvm": kvm_details,
         "results": results,
