@@ -42,6 +42,16 @@ def with_usage(queryset: QuerySet[Repository]) -> QuerySet[Repository]:
     )
 
 
+_ANNOTATIONS = (
+    "point_count",
+    "corrupt_count",
+    "logical_total",
+    "unique_total",
+    "stored_total",
+    "last_verified_at",
+)
+
+
 def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if numerator and denominator else None
 
@@ -87,3 +97,13 @@ def usage_of(repositories: Iterable[Repository]) -> list[RepositoryUsage]:
         )
         for repository in repositories
     ]
+
+
+def usage_for(repository: Repository) -> RepositoryUsage:
+    """The figures of one repository: from ``with_usage``'s annotations when it came through
+    it (a list, a detail), else queried (one just created, which may have attached points)."""
+    if not hasattr(repository, "point_count"):
+        annotated = with_usage(Repository.objects.filter(pk=repository.pk)).get()
+        for name in _ANNOTATIONS:  # kept on the instance: asked again, no second query
+            setattr(repository, name, getattr(annotated, name))
+    return usage_of([repository])[0]

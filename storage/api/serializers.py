@@ -11,7 +11,7 @@ from storage.restore_targets import (
     datastore_path_problem,
     family,
 )
-from storage.usage import usage_of
+from storage.usage import usage_for
 
 
 class RepositorySerializer(serializers.ModelSerializer):
@@ -94,23 +94,23 @@ class RepositorySerializer(serializers.ModelSerializer):
 
     # The figures the console shows, from the list's one grouped query (storage/usage.py).
     def get_point_count(self, obj: Repository) -> int:
-        return usage_of([obj])[0].points
+        return usage_for(obj).points
 
     def get_logical_bytes(self, obj: Repository) -> int:
-        return usage_of([obj])[0].logical_bytes
+        return usage_for(obj).logical_bytes
 
     def get_unique_bytes(self, obj: Repository) -> int:
-        return usage_of([obj])[0].unique_bytes
+        return usage_for(obj).unique_bytes
 
     def get_stored_bytes(self, obj: Repository) -> int:
-        return usage_of([obj])[0].stored_bytes
+        return usage_for(obj).stored_bytes
 
     def get_dedup_ratio(self, obj: Repository) -> float | None:
-        ratio = usage_of([obj])[0].dedup_ratio
+        ratio = usage_for(obj).dedup_ratio
         return None if ratio is None else round(ratio, 2)
 
     def get_compression_ratio(self, obj: Repository) -> float | None:
-        ratio = usage_of([obj])[0].compression_ratio
+        ratio = usage_for(obj).compression_ratio
         return None if ratio is None else round(ratio, 2)
 
 

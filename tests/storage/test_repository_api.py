@@ -162,3 +162,15 @@ def test_usage_figures_are_the_consoles(api):
         None,
     )
     assert api.get(f"{URL}{repository.pk}/").data["dedup_ratio"] == 5.0
+
+
+def test_usage_figures_of_a_repository_just_created_or_changed(api, tmp_path):
+    created = api.post(URL, _fs(tmp_path), format="json")
+    assert created.status_code == 201, created.data
+    assert (created.data["point_count"], created.data["dedup_ratio"]) == (0, None)
+    repository = repository_with_usage("repo-primary")
+
+    changed = api.patch(f"{URL}{repository.pk}/", {"capacity_bytes": 2**40}, format="json")
+
+    assert changed.status_code == 200, changed.data
+    assert (changed.data["point_count"], changed.data["dedup_ratio"]) == (2, 5.0)
