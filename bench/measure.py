@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
-import time
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+_LAUNCH = Path(__file__).resolve().parent / "launch.py"
 
 
 class StepFailed(RuntimeError):
@@ -45,26 +49,29 @@ def run(
     env: Mapping[str, str] | None = None,
     what: str = "",
 ) -> Step:
-    """Run ``argv`` to completion; wall time and the child's own ru_maxrss (from ``os.wait4``)."""
+    """Run ``argv`` to completion: its wall time, CPU time and own peak RSS, taken by
+    ``launch.py`` (from ``os.wait4`` there, so this process's size does not leak into them)."""
     full_env = {**os.environ, **(env or {})}
-    start = time.perf_counter()
-    proc = subprocess.Popen(  # noqa: S603 (fixed argv built by the benchmark)
-        list(argv),
-        cwd=cwd,
-        env=full_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    assert proc.stdout is not None
-    output = proc.stdout.read().decode(errors="replace")  # drain: the child never blocks on it
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
+    with tempfile.NamedTemporaryFile("r", suffix=".json", prefix="bench-step-") as result:
+        proc = subprocess.Popen(  # noqa: S603 (fixed argv built by the benchmark)
+            [sys.executable, "-I", str(_LAUNCH), result.name, *argv],
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        assert proc.stdout is not None
+        output = proc.stdout.read().decode(errors="replace")  # drain: never blocks the child
+        proc.wait()
+        text = result.read()
+    if proc.returncode != 0 or not text:
+        raise StepFailed(f"{what or argv[0]} could not be run:\n{output[-2000:]}")
+    measured = json.loads(text)
+    if measured["exit"] != 0:
         tail = "\n".join(output.splitlines()[-20:])
-        raise StepFailed(f"{what or argv[0]} failed (exit {proc.returncode}):\n{tail}")
-    return Step(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output)
+        raise StepFailed(f"{what or argv[0]} failed (exit {measured['exit']}):\n{tail}")
+    return Step(measured["seconds"], measured["cpu_seconds"], measured["maxrss_kib"] / 1024, output)
 
 
 def tree_bytes(path: str | os.PathLike[str]) -> int:

@@ -78,10 +78,9 @@ def targets(
 ) -> list[tuple[str, str, bool | None]]:
     """(target, what was measured, met?); met is None when a figure is missing.
 
-    "Not growing" compares the big disk with its own first quarter (``head_rss``) when that was
-    measured: the peak comes from the first chunks' content (allocator high-water marks: the
-    first 1 GiB of the 16 GiB image peaks as high as all of it), so comparing with the small
-    disk, other content, mixes that in. Without it, the small disk is the reference.
+    "Not growing": the big disk's peak is at most 10 % (run-to-run noise) above the small
+    disk's, as the issue asks, and above its own first quarter's (``head_rss``, when measured:
+    the same content at a quarter of the size).
     """
     ours, restic, borg = results["storage"], results["restic"], results["borg"]
 
@@ -96,7 +95,7 @@ def targets(
 
     growth = _ratio(ours.get("incr_repo_growth_bytes"), ours.get("changed_bytes"))
     rss, rss16 = get(ours, "peak_rss_mib"), get(ours, "peak_rss_16g_mib")
-    reference = head_rss if head_rss is not None else rss
+    references = [r for r in (rss, head_rss) if r is not None]
     compared = [] if head_rss is None else [f"{head_rss:.0f} MiB for its first quarter alone"]
     compared += [] if rss is None else [f"{rss:.0f} MiB on the small disk"]
     rows = [
@@ -130,7 +129,7 @@ def targets(
         (
             f"peak RSS on {big_gib:g} GiB disk <= 256 MiB and not growing (<= +10 %)",
             rss16,
-            lambda v: v <= 256 and (reference is None or v <= reference * 1.10),
+            lambda v: v <= 256 and all(v <= r * 1.10 for r in references),
             "{:.0f} MiB" + (f" ({'; '.join(compared)})" if compared else ""),
         ),
     ]
