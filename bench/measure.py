@@ -74,6 +74,12 @@ def run(
     return Step(measured["seconds"], measured["cpu_seconds"], measured["maxrss_kib"] / 1024, output)
 
 
+def median_run(seconds: Sequence[float]) -> int:
+    """The index of the median of repeated runs (the lower middle one for an even count)."""
+    order = sorted(range(len(seconds)), key=lambda i: seconds[i])
+    return order[(len(order) - 1) // 2]
+
+
 def tree_bytes(path: str | os.PathLike[str]) -> int:
     """Apparent size of every file under ``path``."""
     total = 0

@@ -16,7 +16,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.images import Images
-from bench.measure import StepFailed, ToolRun, find_file, run, sha256_file, tree_bytes
+from bench.measure import (
+    StepFailed,
+    ToolRun,
+    find_file,
+    median_run,
+    run,
+    sha256_file,
+    tree_bytes,
+)
 
 PASSPHRASE = "bench"  # noqa: S105 (throw-away benchmark repositories)
 GiB = 1 << 30
@@ -84,11 +92,26 @@ class _Peer:
         disk.unlink(missing_ok=True)
         os.link(image, disk)
 
-    def bench(self, images: Images) -> ToolRun:
-        out = ToolRun(self.name, self.version(), self.options)
+    def fresh(self) -> None:
+        """A new, empty repository (and no cache of an earlier one)."""
+        for leftover in self.dir.iterdir():
+            if leftover != self.src:
+                shutil.rmtree(leftover)
         self.init()
+
+    def bench(self, images: Images, repeat: int = 1) -> ToolRun:
+        out = ToolRun(self.name, self.version(), self.options)
         self.stage(images.base)
-        out.seconds["full"], full_id = self.backup("full")
+        fulls: list[tuple[float, str]] = []
+        for n in range(1, repeat + 1):
+            self.fresh()  # each full backup into a new repository
+            fulls.append(self.backup("full" if repeat == 1 else f"full-{n}"))
+        full_id = fulls[-1][1]  # the repository the incremental builds on
+        middle = median_run([seconds for seconds, _ in fulls])
+        out.seconds["full"] = fulls[middle][0]
+        if repeat > 1:
+            self.cpu["full"] = self.cpu[f"full-{middle + 1}"]
+            out.seconds.update({f"full-{n}": seconds for n, (seconds, _) in enumerate(fulls, 1)})
         before = tree_bytes(self.repo)
         self.stage(images.day1)
         out.seconds["incr"], day1_id = self.backup("incr")
@@ -172,10 +195,12 @@ class Borg(_Peer):
         return seconds, find_file(target, "disk.raw")
 
 
-def bench_peers(images: Images, work: Path, say: Callable[[str], None] = print) -> list[ToolRun]:
+def bench_peers(
+    images: Images, work: Path, say: Callable[[str], None] = print, repeat: int = 1
+) -> list[ToolRun]:
     ensure_installed()
     runs = []
     for peer in (Restic, Borg):
         say(f"{peer.name} ...")
-        runs.append(peer(work).bench(images))
+        runs.append(peer(work).bench(images, repeat))
     return runs

@@ -50,6 +50,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         default=float(os.environ["BENCH_BIG_GIB"]) if "BENCH_BIG_GIB" in os.environ else None,
         help="size of the disk for the memory check (default 4x --size-gib: 16; 0 skips it)",
     )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=int(os.environ.get("BENCH_REPEAT", "3")),
+        help="full backups per tool, each into a new repository; the median is reported "
+        "(default 3)",
+    )
     ap.add_argument("--skip-peers", action="store_true", help="only our engine")
     ap.add_argument(
         "--skip-kvm", action="store_true", help="skip the KVM (libvirt + QEMU) benchmark"
@@ -104,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, ToolRun | None] = {"storage": None, "restic": None, "borg": None}
     t0 = time.perf_counter()
     _say("storage engine ...")
-    runs["storage"] = bench_ours(imgs, run_dir, args.zstd_level)
+    runs["storage"] = bench_ours(imgs, run_dir, args.zstd_level, repeat=args.repeat)
     if not args.skip_peers:
-        for peer in bench_peers(imgs, run_dir, say=_say):
+        for peer in bench_peers(imgs, run_dir, say=_say, repeat=args.repeat):
             runs[peer.name] = peer
     results: dict[str, dict[str, float | int | None]] = {
         name: {key: (run.figures.get(key) if run else None) for key in KEYS}

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from bench.measure import StepFailed, run
+from bench.measure import StepFailed, median_run, run
 
 MiB = 1 << 20
 # A child that touches 40 MiB of its own, then reports how much it has.
@@ -30,3 +30,11 @@ def test_a_steps_peak_rss_is_its_own_not_the_runners():
 def test_a_failing_step_names_itself_and_shows_its_output():
     with pytest.raises(StepFailed, match=r"the step failed \(exit 3\):\nbroken"):
         run([sys.executable, "-c", "print('broken'); raise SystemExit(3)"], what="the step")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "index"),
+    [([5.0], 0), ([6.0, 4.0, 5.0], 2), ([4.0, 9.0], 0), ([3.0, 3.0, 1.0, 7.0], 0)],
+)
+def test_the_median_run_of_repeated_full_backups(seconds, index):
+    assert median_run(seconds) == index
