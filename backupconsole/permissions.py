@@ -3,7 +3,11 @@
 Views, API viewsets, websocket consumers and tasks all ask the same question through it. A user's
 ``RoleAssignment`` rows grant the actions of a role, optionally only on some object types and only
 on the rows matching a constraint (a dict of queryset lookups), so scoped roles (a VM owner, a
-tenant's operator) use this same mechanism.
+tenant's operator) use this same mechanism. Rows of a model with ``restrict_through`` follow their
+parent row only (a run's tasks); rows of a model with ``restrict_also_through`` are allowed by
+their own grants or by their parent's (a restore point: by grants on restore points, or on its
+VM, so a VM owner restores their VMs' points in the console and the API alike). A model with
+``restrict_owner = "<user fk>"`` also shows each user the rows they requested (their own runs).
 """
 
 from __future__ import annotations
@@ -64,9 +68,21 @@ def grant_filter(user: Any, action: str, model: type[models.Model]) -> Q | None:
     return combined
 
 
+def _also_through(model: type[models.Model]) -> tuple[str, type[models.Model]] | None:
+    """A model may declare ``restrict_also_through = "<fk>"``: its rows are also allowed where
+    the row it points to is (a VM owner restores the VM's restore points)."""
+    name = getattr(model, "restrict_also_through", None)
+    if not name:
+        return None
+    return name, model._meta.get_field(name).related_model  # type: ignore[return-value]
+
+
 def may(user: Any, action: str, model: type[models.Model]) -> bool:
     """Whether ``user`` may take ``action`` on at least some rows of ``model`` (e.g. to create)."""
-    return grant_filter(user, action, model) is not None
+    if grant_filter(user, action, model) is not None:
+        return True
+    also = _also_through(model)
+    return also is not None and may(user, action, also[1])
 
 
 class RestrictedQuerySet(models.QuerySet[_M]):
@@ -80,8 +96,18 @@ class RestrictedQuerySet(models.QuerySet[_M]):
             allowed = parent.objects.restrict(user, action)  # type: ignore[union-attr]
             return self.filter(**{f"{through}__in": allowed.values("pk")})
         clause = grant_filter(user, action, self.model)
+        if clause is not None and not clause:
+            return self  # unconstrained
+        owner = getattr(self.model, "restrict_owner", None)
+        if owner and action == "view" and user is not None and user.is_authenticated:
+            mine = Q(**{owner: user.pk})  # one's own requests stay visible to one
+            clause = mine if clause is None else clause | mine
+        also = _also_through(self.model)
+        if also is not None:
+            name, parent = also
+            allowed = parent.objects.restrict(user, action)  # type: ignore[attr-defined]
+            via = Q(**{f"{name}__in": allowed.values("pk")})
+            clause = via if clause is None else clause | via
         if clause is None:
             return self.none()
-        if not clause:
-            return self
         return self.filter(clause).distinct()

@@ -13,7 +13,7 @@ from backupconsole.models import AuditEvent, RoleAssignment
 from backupconsole.permissions import may
 from inventory.models import Connection, Proxy, VirtualMachine
 from jobs.models import JobRun, ProtectionPolicy
-from storage.models import Repository
+from storage.models import Repository, RestorePoint
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ NAV_ENTRIES = (
         "policies", "Policies", "shield-check", (ProtectionPolicy,), ("frontend:home", "#policies")
     ),
     NavEntry("runs", "Runs", "play-circle", (JobRun,), ("frontend:home", "#runs")),
-    NavEntry("restore", "Restore", "arrow-counterclockwise", (VirtualMachine,), action="restore"),
+    NavEntry("restore", "Restore", "arrow-counterclockwise", (RestorePoint,), action="restore"),
     NavEntry(
         "repositories",
         "Repositories",

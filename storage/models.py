@@ -64,6 +64,9 @@ class Repository(models.Model):
 class RestorePoint(models.Model):
     """A logically full copy of one VM at one time; its manifest lives in the repository."""
 
+    # Whoever may act on the VM may act on its points too (self-service restores by VM owners),
+    # besides the grants on restore points themselves (backupconsole.permissions).
+    restrict_also_through = "vm"
     # The point outlives the VM's inventory row (and the database: import_repository rebuilds
     # these rows from manifests), so the VM is also named by its key and name.
     vm = models.ForeignKey(

@@ -240,6 +240,8 @@ def start_restore(point: RestorePoint, *, options: dict[str, Any], acting_user: 
     from jobs.dispatch import enqueue_run
     from jobs.models import JobRun
 
+    if not RestorePoint.objects.restrict(acting_user, "restore").filter(pk=point.pk).exists():
+        raise ActionRefused("Your role does not allow restoring this restore point.")
     if point.state == "corrupt":
         raise ActionRefused(
             f"The restore point is corrupt ({point.verify_error[:200]}); it is never restored "

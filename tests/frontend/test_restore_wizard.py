@@ -18,7 +18,12 @@ from jobs.choices import RunKind, RunState
 from jobs.models import JobRun
 from storage.choices import RestorePointState
 from storage.models import RestorePointDisk
-from tests.factories import ConnectionFactory, RestorePointFactory, VirtualMachineFactory
+from tests.factories import (
+    ConnectionFactory,
+    RepositoryFactory,
+    RestorePointFactory,
+    VirtualMachineFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -125,16 +130,20 @@ def test_anonymous_is_sent_to_log_in(client: Client) -> None:
     assert response.status_code == 302 and response["Location"].startswith("/login/")
 
 
-def test_a_scoped_user_sees_and_may_choose_only_their_vms(
-    client: Client, logged_in: Any, world: Any
-) -> None:
-    logged_in(
+@pytest.fixture
+def web_owner(logged_in: Any) -> Client:
+    """An operator of the VMs tagged "web" only (a VM owner's self-service role)."""
+    return logged_in(
         "owner",
         "operator",
         object_types=["inventory.virtualmachine"],
         constraints={"tags__name": "web"},
     )
 
+
+def test_a_scoped_user_sees_and_may_choose_only_their_vms(
+    client: Client, web_owner: Client, world: Any
+) -> None:
     html = get(client)
     assert "web-1" in html and "db-secret" not in html
 
@@ -148,6 +157,55 @@ def test_a_scoped_user_sees_and_may_choose_only_their_vms(
     html = get(client, vm=world["vm"].pk, point=other_point.pk, step="what")
     assert current_step(html) == "point"
     assert "Choose one of this VM" in error(html, "id_point")
+
+
+def test_a_user_granted_restore_points_sees_only_those(
+    client: Client, logged_in: Any, world: Any
+) -> None:
+    offsite = RestorePointFactory(vm=world["vm"], repository=RepositoryFactory(name="offsite"))
+    RestorePointDisk.objects.create(restore_point=offsite, device_key="vda", capacity_bytes=GiB)
+    logged_in(
+        "auditor",
+        "operator",
+        object_types=["storage.restorepoint"],
+        constraints={"repository__name": "offsite"},
+    )
+
+    html = get(client)
+    assert f'data-vm="{world["vm"].pk}"' in html and "1 restore point" in html
+    assert "db-secret" not in html
+    html = get(client, vm=world["vm"].pk, step="point")
+    assert re.findall(r'<tr data-point="(\d+)"', html) == [str(offsite.pk)]
+
+    forged = get(client, vm=world["vm"].pk, point=world["new"].pk, step="what")
+    assert current_step(forged) == "point"
+
+
+def test_the_api_and_the_wizard_let_a_vm_owner_restore_the_same_points(
+    web_owner: Client, world: Any
+) -> None:
+    owner = web_owner
+    body = {"what": "disk", "disk": "vdb", "to": "file", "path": "/var/tmp/r.raw", "format": "raw"}
+
+    mine = owner.post(
+        f"/api/storage/restore-points/{world['new'].pk}/restore/", body, "application/json"
+    )
+    other = world["other"].restore_points.get()
+    theirs = owner.post(
+        f"/api/storage/restore-points/{other.pk}/restore/", body, "application/json"
+    )
+
+    assert mine.status_code == 202, mine.content
+    assert theirs.status_code == 404
+    html = get(owner, vm=world["vm"].pk, step="point")
+    assert sorted(re.findall(r'<tr data-point="(\d+)"', html)) == sorted(
+        [str(world["new"].pk), str(world["old"].pk)]
+    )
+    # The owner follows the restore they started, and no one else's run.
+    run = JobRun.objects.get(pk=mine.json()["id"])
+    someone_elses = JobRun.objects.create(kind=RunKind.RESTORE, trigger="manual")
+    assert owner.get(f"/runs/{run.pk}/").status_code == 200
+    assert owner.get(f"/runs/{someone_elses.pk}/").status_code == 404
 
 
 def test_search_narrows_the_vm_list_with_the_shared_filterset(operator: Client, world: Any) -> None:

@@ -1,6 +1,8 @@
 import pytest
 
+from backupconsole.errors import ActionRefused
 from backupconsole.models import AuditEvent
+from storage import services
 from storage.models import Repository
 from tests.factories import (
     PolicyFactory,
@@ -174,3 +176,11 @@ def test_usage_figures_of_a_repository_just_created_or_changed(api, tmp_path):
 
     assert changed.status_code == 200, changed.data
     assert (changed.data["point_count"], changed.data["dedup_ratio"]) == (2, 5.0)
+
+
+def test_start_restore_itself_checks_the_users_right(make_user):
+    point = RestorePointFactory()
+    options = {"what": "disk", "disk": "vda", "to": "file", "path": "/var/tmp/r.raw"}
+
+    with pytest.raises(ActionRefused, match="does not allow restoring"):
+        services.start_restore(point, options=options, acting_user=make_user("v", "viewer"))

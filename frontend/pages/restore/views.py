@@ -14,14 +14,14 @@ from backupconsole.errors import ActionRefused
 from backupconsole.permissions import may
 from frontend.pages.restore.wizard import NAMES, STEPS, RestoreWizard
 from frontend.templatetags.console_tags import console_url
-from inventory.models import VirtualMachine
+from storage.models import RestorePoint
 from storage.services import start_restore
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def restore_wizard(request: HttpRequest) -> HttpResponse:
-    if not may(request.user, "restore", VirtualMachine):
+    if not may(request.user, "restore", RestorePoint):
         raise PermissionDenied("Your role does not allow restores.")
     if request.method == "POST":
         wizard = RestoreWizard(request.user, request.POST)

@@ -91,11 +91,17 @@ class RestoreWizard:
 
     # --- what the user may restore -------------------------------------------------------------
 
+    def restorable(self) -> QuerySet[RestorePoint]:
+        """The restore points the user may restore: the API's rule (RestorePoint.restrict)."""
+        return RestorePoint.objects.restrict(self.user, "restore")
+
     def vms(self) -> QuerySet[VirtualMachine]:
-        """VMs the user may restore that have a restore point to restore from."""
+        """VMs with a usable restore point the user may restore."""
+        usable = self.restorable().filter(state__in=USABLE).values("pk")
         return (
-            VirtualMachine.objects.restrict(self.user, "restore")
-            .annotate(points=Count("restore_points", filter=Q(restore_points__state__in=USABLE)))
+            VirtualMachine.objects.annotate(
+                points=Count("restore_points", filter=Q(restore_points__in=usable))
+            )
             .filter(points__gt=0)
             .select_related("connection")
             .order_by("name", "pk")
@@ -107,7 +113,8 @@ class RestoreWizard:
     def points(self) -> QuerySet[RestorePoint]:
         """All of the VM's finished points (corrupt ones are listed, but cannot be chosen)."""
         return (
-            RestorePoint.objects.filter(vm=self.values["vm"])
+            self.restorable()
+            .filter(vm=self.values["vm"])
             .exclude(state=RestorePointState.COMMITTING)
             .select_related("repository")
             .annotate(disk_count=Count("disks"))
