@@ -7,7 +7,8 @@ tenant's operator) use this same mechanism. Rows of a model with ``restrict_thro
 parent row only (a run's tasks); rows of a model with ``restrict_also_through`` are allowed by
 their own grants or by their parent's (a restore point: by grants on restore points, or on its
 VM, so a VM owner restores their VMs' points in the console and the API alike). A model with
-``restrict_owner = "<user fk>"`` also shows each user the rows they requested (their own runs).
+``restrict_owner = "<user fk>"`` also lets each user view and run (for a run: cancel) the rows
+they requested themselves.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 _M = TypeVar("_M", bound=models.Model)
 
 _CACHE_ATTR = "_backupconsole_assignments"
+OWNER_ACTIONS = frozenset({"view", "run"})
 
 
 def _assignments(user: AbstractBaseUser | AnonymousUser) -> list[RoleAssignment]:
@@ -77,9 +79,20 @@ def _also_through(model: type[models.Model]) -> tuple[str, type[models.Model]] |
     return name, model._meta.get_field(name).related_model  # type: ignore[return-value]
 
 
+def _owns_some(user: Any, action: str, model: type[models.Model]) -> bool:
+    """Whether ``model`` lets users act on their own rows (``restrict_owner``) and ``user`` has
+    some."""
+    owner = getattr(model, "restrict_owner", None)
+    if not owner or action not in OWNER_ACTIONS or user is None or not user.is_authenticated:
+        return False
+    return bool(model._default_manager.filter(**{owner: user.pk}).exists())
+
+
 def may(user: Any, action: str, model: type[models.Model]) -> bool:
     """Whether ``user`` may take ``action`` on at least some rows of ``model`` (e.g. to create)."""
     if grant_filter(user, action, model) is not None:
+        return True
+    if _owns_some(user, action, model):
         return True
     also = _also_through(model)
     return also is not None and may(user, action, also[1])
@@ -99,8 +112,8 @@ class RestrictedQuerySet(models.QuerySet[_M]):
         if clause is not None and not clause:
             return self  # unconstrained
         owner = getattr(self.model, "restrict_owner", None)
-        if owner and action == "view" and user is not None and user.is_authenticated:
-            mine = Q(**{owner: user.pk})  # one's own requests stay visible to one
+        if owner and action in OWNER_ACTIONS and user is not None and user.is_authenticated:
+            mine = Q(**{owner: user.pk})  # one may follow and stop what one started
             clause = mine if clause is None else clause | mine
         also = _also_through(self.model)
         if also is not None:

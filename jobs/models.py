@@ -139,7 +139,8 @@ class VMOverride(models.Model):
 class JobRun(models.Model):
     """One execution of a policy (or an ad hoc job): the root of the task tree."""
 
-    # Whoever started a run may follow it (a VM owner's restore), whatever else their role shows.
+    # Whoever started a run may follow and cancel it (a VM owner's restore), whatever else their
+    # role allows.
     restrict_owner = "requested_by"
 
     kind = models.CharField(max_length=16, choices=RunKind.choices, default=RunKind.BACKUP)

@@ -206,6 +206,9 @@ def test_the_api_and_the_wizard_let_a_vm_owner_restore_the_same_points(
     someone_elses = JobRun.objects.create(kind=RunKind.RESTORE, trigger="manual")
     assert owner.get(f"/runs/{run.pk}/").status_code == 200
     assert owner.get(f"/runs/{someone_elses.pk}/").status_code == 404
+    cancel = owner.post(f"/api/jobs/runs/{run.pk}/cancel/")
+    assert cancel.status_code == 200 and cancel.json()["state"] == RunState.FINISHED
+    assert owner.post(f"/api/jobs/runs/{someone_elses.pk}/cancel/").status_code == 404
 
 
 def test_search_narrows_the_vm_list_with_the_shared_filterset(operator: Client, world: Any) -> None:
