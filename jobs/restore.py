@@ -15,15 +15,18 @@ from inventory.models import Connection, Proxy
 from jobs.choices import LogLevel, RunResult, RunState
 from jobs.models import JobRun
 from jobs.progress import Throttle, publish_run
-from jobs.runstate import begin, finish, log, set_state
+from jobs.runstate import begin, cancelled, finish, log, set_state
 from storage.engine.manifest import Manifest
 from storage.engine.repository import Repository
+from storage.engine.writer import Cancelled
 from storage.engine_access import open_repository
 from storage.models import RestorePoint
 
 
 class _Progress:
-    """(bytes done, bytes in all) from a restore function → the run's counters, throttled."""
+    """(bytes done, bytes in all) from a restore function → the run's counters, throttled; and
+    where a cancel takes effect: it raises ``Cancelled`` into the restore, which removes what
+    it had written (``storage.engine.target.new_file``, the connectors' own cleanup)."""
 
     def __init__(self, run: JobRun) -> None:
         self.run, self.throttle, self.started = run, Throttle(1.0), time.monotonic()
@@ -31,6 +34,8 @@ class _Progress:
     def __call__(self, done: int, total: int) -> None:
         if not self.throttle.ready(force=done >= total):
             return
+        if cancelled(self.run):
+            raise Cancelled("cancelled while restoring")
         rate = int(done / max(time.monotonic() - self.started, 1e-6))
         fields = {
             "bytes_done": done,
@@ -100,6 +105,9 @@ def execute_restore(run_pk: int, *, proxy: Proxy | None = None) -> None:
             if notes:
                 message += f" {len(notes)} warning(s): see the log."
             finish(run, RunResult.WARNING if notes else RunResult.SUCCEEDED, message)
+    except Cancelled:
+        with transaction.atomic():
+            finish(run, RunResult.CANCELLED, "Cancelled by a user; what it had written is removed.")
     except Exception as exc:  # the run ends with the reason, whatever went wrong
         with transaction.atomic():
             log(run, f"{type(exc).__name__}: {exc}", level=LogLevel.ERROR)

@@ -4,6 +4,7 @@ one disk to a datastore or to a local raw file. Nothing existing is ever overwri
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,9 @@ from inventory.vmware.vmconfig import KEY, create_spec, descriptor
 from storage.engine.manifest import Manifest
 from storage.engine.reader import DiskImage, restore_disk
 from storage.engine.repository import Repository
+from storage.engine.target import new_file
 
+logger = logging.getLogger(__name__)
 PIECE = 4 * 1024 * 1024  # bytes per read from the repository while uploading
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -62,14 +65,35 @@ def upload_disk(
             if files.exists(folder_url(datacenter, datastore.name, name)):
                 raise VSphereError(f"[{datastore.name}] {name} exists already; not overwritten")
         image = DiskImage.open(repo, manifest, device_key)
-        files.put(
-            folder_url(datacenter, datastore.name, flat), _pieces(image, progress), image.size
-        )
-        text = descriptor(flat.rsplit("/", 1)[-1], image.size)
-        files.put(folder_url(datacenter, datastore.name, path), text, len(text))
+        try:
+            files.put(
+                folder_url(datacenter, datastore.name, flat), _pieces(image, progress), image.size
+            )
+            text = descriptor(flat.rsplit("/", 1)[-1], image.size)
+            files.put(folder_url(datacenter, datastore.name, path), text, len(text))
+        except BaseException:  # failed or cancelled: what was uploaded goes again
+            remove_files(session, datastore, [f"[{datastore.name}] {n}" for n in (flat, path)])
+            raise
     finally:
         files.close()
     return f"[{datastore.name}] {path}"
+
+
+def remove_files(session: Session, datastore: DatastoreInfo, names: list[str]) -> None:
+    """Delete datastore files or folders a failed or cancelled restore created. Best effort, in
+    an error path: a file that is not there is fine, and a failure is logged, not raised over
+    the error that is being reported."""
+    datacenter, _path = datacenter_of(session, datastore.obj)
+    manager = session.content.fileManager
+    for name in names:
+        try:
+            session.wait(
+                manager.DeleteDatastoreFile_Task(name=name, datacenter=datacenter),
+                what=f"removing {name}",
+            )
+        except (vmodl.MethodFault, VSphereError) as exc:
+            if "FileNotFound" not in f"{type(exc).__name__} {exc}":
+                logger.warning("could not remove %s after a failed restore: %s", name, exc)
 
 
 def restore_disk_to_datastore(
@@ -113,10 +137,10 @@ def restore_disk_file(
     *,
     progress: Progress | None = None,
 ) -> Path:
-    """One disk to a local sparse raw file (attach it elsewhere, convert it, inspect it)."""
-    if target.exists():
-        raise VSphereError(f"{target} exists already; restores never overwrite a file")
-    restore_disk(repo, manifest, device_key, target, progress=progress)
+    """One disk to a local sparse raw file (attach it elsewhere, convert it, inspect it); nothing
+    is left at ``target`` unless it all worked (``new_file``)."""
+    with new_file(target) as partial:
+        restore_disk(repo, manifest, device_key, partial, progress=progress)
     return target
 
 
@@ -193,35 +217,46 @@ def restore_vm(
             progress(done[0], total)
 
     disk_files = {}
-    for index, disk in enumerate(manifest.disks):
-        disk_files[disk.device_key] = upload_disk(
-            session,
-            repo,
-            manifest,
-            disk.device_key,
-            datacenter=dc_path,
-            datastore=store,
-            path=f"{name}/{name}_{index}.vmdk",
-            progress=step,
-        )
-    networks, portgroups = _networks(session, _dc)
-    spec, notes = create_spec(
-        saved,
-        name=name,
-        datastore=store.name,
-        disk_files=disk_files,
-        networks=networks,
-        portgroups=portgroups,
-    )
     try:
-        vm = session.wait(
+        for index, disk in enumerate(manifest.disks):
+            disk_files[disk.device_key] = upload_disk(
+                session,
+                repo,
+                manifest,
+                disk.device_key,
+                datacenter=dc_path,
+                datastore=store,
+                path=f"{name}/{name}_{index}.vmdk",
+                progress=step,
+            )
+        networks, portgroups = _networks(session, _dc)
+        spec, notes = create_spec(
+            saved,
+            name=name,
+            datastore=store.name,
+            disk_files=disk_files,
+            networks=networks,
+            portgroups=portgroups,
+        )
+        vm = _create_vm(session, folder, spec, pool, host, name)
+    except BaseException:  # no VM: the folder made for it, and its disks, go again
+        remove_files(session, store, [f"[{store.name}] {name}"])
+        raise
+    if power_on:
+        try:
+            session.wait(vm.PowerOnVM_Task(), what=f"powering on {name}")
+        except vmodl.MethodFault as exc:  # the VM is restored; only starting it failed
+            raise VSphereError(f"{name} was restored but did not power on: {exc}") from exc
+    return RestoredVM(vm._moId, name, disk_files, notes)
+
+
+def _create_vm(session: Session, folder: Any, spec: Any, pool: Any, host: Any, name: str) -> Any:
+    try:
+        return session.wait(
             folder.CreateVM_Task(config=spec, pool=pool, host=host), what=f"creating VM {name}"
         )
-        if power_on:
-            session.wait(vm.PowerOnVM_Task(), what=f"powering on {name}")
     except vmodl.MethodFault as exc:
         raise VSphereError(f"creating VM {name}: {getattr(exc, 'msg', '') or exc}") from exc
-    return RestoredVM(vm._moId, name, disk_files, notes)
 
 
 def restore_vm_job(connection: Any, job: RestoreJob) -> RestoreOutcome:

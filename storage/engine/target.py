@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 from storage.engine.directio import ALIGN, is_aligned, open_direct
 from storage.engine.fs import start_writeback
@@ -114,3 +118,24 @@ class Target:
             os.close(self.direct_fd)
             self.direct_fd = None
         os.close(self.fd)
+
+
+@contextmanager
+def new_file(target: Path) -> Iterator[Path]:
+    """Where to write what becomes the new file ``target``: a partial file next to it, linked to
+    ``target`` only once the block ends without error, removed in every case. A restore that
+    fails or is cancelled half-way leaves nothing that looks restored. Refuses an existing
+    ``target`` (restores never overwrite), before and at the end."""
+    if target.exists():
+        raise FileExistsError(f"{target} exists already; restores never overwrite a file")
+    partial = target.with_name(f".{target.name}.partial-{secrets.token_hex(4)}")
+    try:
+        yield partial
+        try:
+            os.link(partial, target)  # fails if the target appeared meanwhile: never replaces
+        except FileExistsError:
+            raise FileExistsError(
+                f"{target} appeared while restoring; restores never overwrite a file"
+            ) from None
+    finally:
+        partial.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from inventory.vmware.restore import restore_disk_file, restore_disk_to_datastor
 from inventory.vmware.session import VSphereError
 from jobs.choices import RunResult, TaskKind, TaskState
 from jobs.models import SnapshotArtifact
+from storage.engine.writer import Cancelled
 from storage.engine_access import open_repository
 from tests.vmware.conftest import MiB, Vcsim, sha256_of_file, wait_task
 from tests.vmware.world import (
@@ -147,6 +148,51 @@ def test_restore_as_a_new_vm_and_single_disks(vcsim, admin_user, tmp_path):
         )
     local = restore_disk_file(repo, manifest, keys[0], tmp_path / "d0.raw")
     assert sha256_of_file(local) == expected[0]
+
+
+def test_a_cancelled_restore_leaves_nothing_on_the_datastore(vcsim, admin_user, tmp_path):
+    vcsim.create_vm("cancel-src", disks=2)
+    connection = connect(vcsim, admin_user)
+    job = run(protect(connection, ["cancel-src"], admin_user, tmp_path), admin_user)
+    assert job.result == RunResult.SUCCEEDED, (job.reason, logs(job))
+    point = point_of(job, "cancel-src")
+    repo = open_repository(point.repository)
+    manifest = repo.read_manifest(point.manifest_path)
+    key = disk_keys(vcsim, "cancel-src")[1]
+
+    def cancel_half_way(done: int, total: int) -> None:
+        if done > total // 2:  # the first disk is uploaded, the second is on its way
+            raise Cancelled("cancelled while restoring")
+
+    with pytest.raises(Cancelled):
+        restore_vm(
+            connection,
+            repo,
+            manifest,
+            name="cancelled-copy",
+            datastore=vcsim.datastore,
+            progress=cancel_half_way,
+        )
+    with pytest.raises(LookupError):
+        vcsim.find_vm("cancelled-copy")
+    assert not (vcsim.datastore_dir / "cancelled-copy").exists()
+
+    with pytest.raises(Cancelled):
+        restore_disk_to_datastore(
+            connection,
+            repo,
+            manifest,
+            key,
+            datastore=vcsim.datastore,
+            path="cancelled/d1.vmdk",
+            progress=cancel_half_way,
+        )
+    assert list((vcsim.datastore_dir / "cancelled").glob("d1*")) == []
+    # Nothing in the way of the same restores, uncancelled.
+    done = restore_disk_to_datastore(
+        connection, repo, manifest, key, datastore=vcsim.datastore, path="cancelled/d1.vmdk"
+    )
+    assert sha256_of_file(vcsim.local_path(done)) == vcsim.sha256_of_disk("cancel-src", 1)
 
 
 def test_rdm_and_independent_disks_are_left_out_with_the_reason(vcsim, admin_user, tmp_path):
