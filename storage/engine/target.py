@@ -133,9 +133,13 @@ def new_file(target: Path) -> Iterator[Path]:
         yield partial
         try:
             os.link(partial, target)  # fails if the target appeared meanwhile: never replaces
-        except FileExistsError:
-            raise FileExistsError(
-                f"{target} appeared while restoring; restores never overwrite a file"
-            ) from None
+        except OSError as exc:
+            if target.exists():
+                raise FileExistsError(
+                    f"{target} appeared while restoring; restores never overwrite a file"
+                ) from None
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+            os.rename(partial, target)  # no hard links here (some network and FAT filesystems)
     finally:
         partial.unlink(missing_ok=True)

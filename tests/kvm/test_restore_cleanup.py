@@ -81,6 +81,13 @@ def test_new_file_appears_only_when_complete(tmp_path):
         pass
     assert target.read_bytes() == b"whole"
 
+    other = tmp_path / "other.raw"
+    with pytest.raises(FileExistsError, match="appeared while"), new_file(other) as partial:
+        partial.write_bytes(b"ours")
+        other.write_bytes(b"someone else's")  # written meanwhile: kept, not replaced
+    assert other.read_bytes() == b"someone else's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.raw", "other.raw"]
+
 
 @pytest.mark.django_db
 def test_a_cancelled_restore_run_ends_cancelled_and_leaves_nothing(backed_up, api, tmp_path):
