@@ -104,11 +104,14 @@ def restore_vm(
             driver = disk.find("driver")
             if driver is not None:
                 driver.set("type", "qcow2")
-        return _define(connection, root, name, start)
+        domain_uuid = _define(connection, root, name)
     except BaseException:
         for path in written:  # a VM that was not defined leaves no disks behind
             path.unlink(missing_ok=True)
         raise
+    if start:
+        _start(connection, name)
+    return domain_uuid
 
 
 def _offset(
@@ -120,7 +123,7 @@ def _offset(
     return lambda done, _disk_total: progress(before + done, total)
 
 
-def _define(connection: Any, root: ET.Element, name: str, start: bool) -> str:
+def _define(connection: Any, root: ET.Element, name: str) -> str:
     conn = _open(connection)
     try:
         try:
@@ -129,10 +132,17 @@ def _define(connection: Any, root: ET.Element, name: str, start: bool) -> str:
             pass
         else:
             raise KVMError(f"a domain named {name} exists already")
-        domain = conn.defineXML(ET.tostring(root, encoding="unicode"))
-        if start:
-            domain.create()
-        return str(domain.UUIDString())
+        return str(conn.defineXML(ET.tostring(root, encoding="unicode")).UUIDString())
+    finally:
+        conn.close()
+
+
+def _start(connection: Any, name: str) -> None:
+    conn = _open(connection)
+    try:
+        conn.lookupByName(name).create()
+    except libvirt.libvirtError as exc:  # the VM is restored; only starting it failed
+        raise KVMError(f"{name} was restored but did not start: {exc}") from exc
     finally:
         conn.close()
 

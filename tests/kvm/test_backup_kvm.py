@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from inventory.kvm.connector import KVMError
 from inventory.kvm.libvirt_env import disk_aliases, guest_flush, guest_write, guest_write_zero
+from inventory.kvm.restore import restore_vm
 from inventory.models import VirtualMachine
 from jobs import engine, services
 from jobs.choices import RunResult, Trigger
@@ -186,6 +188,17 @@ def test_restore_a_disk_to_qcow2_and_the_vm_as_a_new_domain(world, admin_user, a
         assert new.isActive() and new.UUIDString() != dom.UUIDString()
         copy = _convert(tmp_path / "vm" / f"{dom.name()}-restored-sdb.qcow2", tmp_path / "c.raw")
         assert sha256(copy) == sha256(expected)
+        # The same name again fails once the disks are written: they are removed again.
+        repo = open_repository(point.repository)
+        with pytest.raises(KVMError, match="exists already"):
+            restore_vm(
+                connection,
+                repo,
+                repo.read_manifest(point.manifest_path),
+                name=f"{dom.name()}-restored",
+                directory=tmp_path / "again",
+            )
+        assert list((tmp_path / "again").iterdir()) == []
     finally:
         new.destroy()
         new.undefine()
