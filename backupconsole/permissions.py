@@ -79,20 +79,23 @@ def _also_through(model: type[models.Model]) -> tuple[str, type[models.Model]] |
     return name, model._meta.get_field(name).related_model  # type: ignore[return-value]
 
 
-def _owns_some(user: Any, action: str, model: type[models.Model]) -> bool:
-    """Whether ``model`` lets users act on their own rows (``restrict_owner``) and ``user`` has
-    some."""
+def _owner_clause(user: Any, action: str, model: type[models.Model]) -> Q | None:
+    """The user's own rows of a model that declares ``restrict_owner = "<user fk>"`` (for the
+    actions in OWNER_ACTIONS, and active users only, as grants); None where that does not apply."""
     owner = getattr(model, "restrict_owner", None)
-    if not owner or action not in OWNER_ACTIONS or user is None or not user.is_authenticated:
-        return False
-    return bool(model._default_manager.filter(**{owner: user.pk}).exists())
+    if not owner or action not in OWNER_ACTIONS:
+        return None
+    if user is None or not user.is_authenticated or not user.is_active:
+        return None
+    return Q(**{owner: user.pk})
 
 
 def may(user: Any, action: str, model: type[models.Model]) -> bool:
     """Whether ``user`` may take ``action`` on at least some rows of ``model`` (e.g. to create)."""
     if grant_filter(user, action, model) is not None:
         return True
-    if _owns_some(user, action, model):
+    mine = _owner_clause(user, action, model)
+    if mine is not None and model._default_manager.filter(mine).exists():
         return True
     also = _also_through(model)
     return also is not None and may(user, action, also[1])
@@ -111,9 +114,8 @@ class RestrictedQuerySet(models.QuerySet[_M]):
         clause = grant_filter(user, action, self.model)
         if clause is not None and not clause:
             return self  # unconstrained
-        owner = getattr(self.model, "restrict_owner", None)
-        if owner and action in OWNER_ACTIONS and user is not None and user.is_authenticated:
-            mine = Q(**{owner: user.pk})  # one may follow and stop what one started
+        mine = _owner_clause(user, action, self.model)  # one may follow and stop what one started
+        if mine is not None:
             clause = mine if clause is None else clause | mine
         also = _also_through(self.model)
         if also is not None:

@@ -9,10 +9,12 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
+_T = TypeVar("_T")
 _LAUNCH = Path(__file__).resolve().parent / "launch.py"
 
 
@@ -78,6 +80,26 @@ def median_run(seconds: Sequence[float]) -> int:
     """The index of the median of repeated runs (the lower middle one for an even count)."""
     order = sorted(range(len(seconds)), key=lambda i: seconds[i])
     return order[(len(order) - 1) // 2]
+
+
+def repeated_full(
+    repeat: int,
+    one: Callable[[str], tuple[float, _T]],
+    seconds: dict[str, float],
+    cpu: dict[str, float],
+) -> _T:
+    """A tool's full backup ``repeat`` times: ``one(label)`` (labels "full", or "full-1"...) runs
+    one into a new repository and records its CPU seconds under the label. The median run
+    becomes "full" in ``seconds`` and ``cpu`` (every run's seconds are kept); returns the last
+    run's result, whose repository the incremental builds on."""
+    labels = ["full"] if repeat == 1 else [f"full-{n}" for n in range(1, repeat + 1)]
+    runs = [one(label) for label in labels]
+    middle = median_run([wall for wall, _ in runs])
+    seconds["full"] = runs[middle][0]
+    if repeat > 1:
+        seconds.update({label: wall for label, (wall, _) in zip(labels, runs, strict=True)})
+        cpu["full"] = cpu[labels[middle]]
+    return runs[-1][1]
 
 
 def tree_bytes(path: str | os.PathLike[str]) -> int:

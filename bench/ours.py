@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from bench.images import Images
-from bench.measure import StepFailed, ToolRun, median_run, run, sha256_file, tree_bytes
+from bench.measure import StepFailed, ToolRun, repeated_full, run, sha256_file, tree_bytes
 
 ROOT = Path(__file__).resolve().parent.parent  # the project: `storage` imports from here
 GiB = 1 << 30
@@ -59,20 +59,13 @@ class _Ours:
 def bench_ours(images: Images, work: Path, level: int = 1, repeat: int = 1) -> ToolRun:
     out = ToolRun("storage", "working tree", OPTIONS.format(level=level))
     ours = _Ours(work, "storage")
-    fulls: list[tuple[float, dict[str, object]]] = []
-    for n in range(1, repeat + 1):
+
+    def one_full(label: str) -> tuple[float, dict[str, object]]:
         shutil.rmtree(ours.repo, ignore_errors=True)  # each full backup into a new repository
         ours.step("init", "init", ours.repo, str(level))
-        label = "full" if repeat == 1 else f"full-{n}"
-        fulls.append(ours.step(label, "full", ours.repo, images.base))
-    full = fulls[-1][1]  # the repository the incremental builds on
-    if repeat > 1:
-        middle = median_run([seconds for seconds, _ in fulls])
-        out.seconds["full"] = fulls[middle][0]
-        out.seconds.update({f"full-{n}": seconds for n, (seconds, _) in enumerate(fulls, 1)})
-        ours.cpu["full"] = ours.cpu[f"full-{middle + 1}"]
-    else:
-        out.seconds["full"] = fulls[0][0]
+        return ours.step(label, "full", ours.repo, images.base)
+
+    full = repeated_full(repeat, one_full, out.seconds, ours.cpu)
     before = tree_bytes(ours.repo)
     out.seconds["incr"], day1 = ours.step(
         "incr", "incr", ours.repo, images.day1, str(full["id"]), images.extents_path

@@ -20,7 +20,7 @@ from bench.measure import (
     StepFailed,
     ToolRun,
     find_file,
-    median_run,
+    repeated_full,
     run,
     sha256_file,
     tree_bytes,
@@ -102,16 +102,12 @@ class _Peer:
     def bench(self, images: Images, repeat: int = 1) -> ToolRun:
         out = ToolRun(self.name, self.version(), self.options)
         self.stage(images.base)
-        fulls: list[tuple[float, str]] = []
-        for n in range(1, repeat + 1):
+
+        def one_full(label: str) -> tuple[float, str]:
             self.fresh()  # each full backup into a new repository
-            fulls.append(self.backup("full" if repeat == 1 else f"full-{n}"))
-        full_id = fulls[-1][1]  # the repository the incremental builds on
-        middle = median_run([seconds for seconds, _ in fulls])
-        out.seconds["full"] = fulls[middle][0]
-        if repeat > 1:
-            self.cpu["full"] = self.cpu[f"full-{middle + 1}"]
-            out.seconds.update({f"full-{n}": seconds for n, (seconds, _) in enumerate(fulls, 1)})
+            return self.backup(label)
+
+        full_id = repeated_full(repeat, one_full, out.seconds, self.cpu)
         before = tree_bytes(self.repo)
         self.stage(images.day1)
         out.seconds["incr"], day1_id = self.backup("incr")

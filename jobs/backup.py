@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from inventory.adapters import BackupSnapshot, Connector, TrackingLost, transport_preference
 from inventory.models import VirtualMachine
-from jobs.choices import LogLevel, Phase, TaskKind, TaskState
+from jobs.choices import CHANGED_ONLY_NOTE, LogLevel, Phase, TaskKind, TaskState
 from jobs.models import JobRun, RunTask, SnapshotArtifact
 from jobs.options import resolve_options
 from jobs.progress import Throttle, publish_run
@@ -224,7 +224,7 @@ def back_up_vm(
         for item in inputs:
             task = disk_tasks[item.device_key]
             task.state, task.started_at = TaskState.RUNNING, timezone.now()
-            task.message = item.full_read_reason or "Reading changed blocks only."
+            task.message = item.full_read_reason or CHANGED_ONLY_NOTE
             task.save(update_fields=["state", "started_at", "message"])
         try:
             started = time.monotonic()

@@ -70,3 +70,8 @@ class LogLevel(models.IntegerChoices):
     INFO = 20, "Info"
     WARNING = 30, "Warning"
     ERROR = 40, "Error"
+
+
+# A disk task's message when change tracking spared a full read; any other message on a disk that
+# was read is the reason it was read in full (jobs/backup.py writes it, the run page reads it).
+CHANGED_ONLY_NOTE = "Reading changed blocks only."

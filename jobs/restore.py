@@ -23,7 +23,7 @@ from storage.engine_access import open_repository
 from storage.models import RestorePoint
 
 
-class _Progress:
+class RestoreProgress:
     """(bytes done, bytes in all) from a restore function → the run's counters, throttled; and
     where a cancel takes effect: it raises ``Cancelled`` into the restore, which removes what
     it had written (``storage.engine.target.new_file``, the connectors' own cleanup)."""
@@ -34,7 +34,7 @@ class _Progress:
     def __call__(self, done: int, total: int) -> None:
         if not self.throttle.ready(force=done >= total):
             return
-        if cancelled(self.run):
+        if done < total and cancelled(self.run):  # what is complete stays complete
             raise Cancelled("cancelled while restoring")
         rate = int(done / max(time.monotonic() - self.started, 1e-6))
         fields = {
@@ -63,7 +63,7 @@ class _Job:
             self.repo,
             self.manifest,
             self.options,
-            progress=_Progress(self.run),
+            progress=RestoreProgress(self.run),
             log=lambda line: log(self.run, line),
         )
 

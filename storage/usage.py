@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Count, Max, Q, QuerySet, Sum
 
@@ -28,28 +29,23 @@ from storage.choices import RestorePointState
 from storage.models import Repository
 
 
-def with_usage(queryset: QuerySet[Repository]) -> QuerySet[Repository]:
-    """``queryset`` annotated with its restore points' totals (one grouped query)."""
-    return queryset.annotate(
-        point_count=Count("restore_points"),
-        corrupt_count=Count(
+def _annotations() -> dict[str, Any]:
+    return {
+        "point_count": Count("restore_points"),
+        "corrupt_count": Count(
             "restore_points", filter=Q(restore_points__state=RestorePointState.CORRUPT)
         ),
-        logical_total=Sum("restore_points__logical_bytes"),
-        unique_total=Sum("restore_points__new_unique_bytes"),
-        stored_total=Sum("restore_points__stored_bytes"),
-        last_verified_at=Max("restore_points__verified_at"),
-    )
+        "logical_total": Sum("restore_points__logical_bytes"),
+        "unique_total": Sum("restore_points__new_unique_bytes"),
+        "stored_total": Sum("restore_points__stored_bytes"),
+        "last_verified_at": Max("restore_points__verified_at"),
+    }
 
 
-_ANNOTATIONS = (
-    "point_count",
-    "corrupt_count",
-    "logical_total",
-    "unique_total",
-    "stored_total",
-    "last_verified_at",
-)
+def with_usage(queryset: QuerySet[Repository]) -> QuerySet[Repository]:
+    """``queryset`` annotated with its restore points' totals (one grouped query). Restrict
+    first, then annotate: a filter across restore points after this would skew the sums."""
+    return queryset.annotate(**_annotations())
 
 
 def _ratio(numerator: int, denominator: int) -> float | None:
@@ -104,6 +100,6 @@ def usage_for(repository: Repository) -> RepositoryUsage:
     it (a list, a detail), else queried (one just created, which may have attached points)."""
     if not hasattr(repository, "point_count"):
         annotated = with_usage(Repository.objects.filter(pk=repository.pk)).get()
-        for name in _ANNOTATIONS:  # kept on the instance: asked again, no second query
+        for name in _annotations():  # kept on the instance: asked again, no second query
             setattr(repository, name, getattr(annotated, name))
     return usage_of([repository])[0]

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from bench.measure import StepFailed, median_run, run
+from bench.measure import StepFailed, median_run, repeated_full, run
 
 MiB = 1 << 20
 # A child that touches 40 MiB of its own, then reports how much it has.
@@ -38,3 +38,20 @@ def test_a_failing_step_names_itself_and_shows_its_output():
 )
 def test_the_median_run_of_repeated_full_backups(seconds, index):
     assert median_run(seconds) == index
+
+
+def test_repeated_full_backups_report_the_median_run_and_build_on_the_last():
+    walls = iter([6.0, 4.0, 5.0])
+    seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+
+    def one(label: str) -> tuple[float, str]:
+        wall = next(walls)
+        cpu[label] = wall * 2
+        return wall, f"repo of {label}"
+
+    last = repeated_full(3, one, seconds, cpu)
+
+    assert last == "repo of full-3"
+    assert seconds == {"full": 5.0, "full-1": 6.0, "full-2": 4.0, "full-3": 5.0}
+    assert cpu["full"] == 10.0

@@ -17,6 +17,7 @@ from inventory.adapters import RestoreJob, RestoreOutcome
 from inventory.kvm.connector import KVMError, _open
 from storage.engine.manifest import Manifest
 from storage.engine.reader import restore_disk
+from storage.engine.reader import restore_disk_file as engine_restore_disk_file
 from storage.engine.repository import Repository
 from storage.engine.target import new_file
 
@@ -33,10 +34,9 @@ def restore_disk_file(
     at ``target`` unless it all worked (``new_file``)."""
     if fmt not in ("raw", "qcow2"):
         raise KVMError(f"unknown disk format {fmt!r} (raw or qcow2)")
+    if fmt == "raw":
+        return engine_restore_disk_file(repo, manifest, device_key, target, progress=progress)
     with new_file(target) as partial:
-        if fmt == "raw":
-            restore_disk(repo, manifest, device_key, partial, progress=progress)
-            return target
         raw = target.with_name(partial.name + ".raw")
         try:
             restore_disk(repo, manifest, device_key, raw, progress=progress)
@@ -151,7 +151,6 @@ def restore_vm_job(connection: Any, job: RestoreJob) -> RestoreOutcome:
     """The adapter's restore_vm: a new domain on ``connection``, its disks in ``path``."""
     name, directory = job.options["name"], job.options["path"]
     job.log(f"Defining {name} on {connection}; its disks go to {directory}.")
-    job.progress(0, job.size())
     uuid = restore_vm(
         connection,
         job.repo,
@@ -171,7 +170,6 @@ def restore_disk_job(connection: Any | None, job: RestoreJob) -> RestoreOutcome:
         raise KVMError("a KVM disk is restored to a file on the proxy, not to a host's storage")
     disk, target = job.options["disk"], Path(job.options["path"])
     job.log(f"Writing disk {disk} ({job.size(disk) / 2**30:.2f} GiB) to {target} on this proxy.")
-    job.progress(0, job.size(disk))
     fmt = job.options.get("format", "raw")
     restore_disk_file(job.repo, job.manifest, disk, target, fmt, job.progress)
     job.progress(job.size(disk), job.size(disk))

@@ -19,9 +19,8 @@ from inventory.vmware.placement import DatastoreInfo, datacenter_of, datastore_n
 from inventory.vmware.session import Session, VSphereError, retrieve_one, session_for
 from inventory.vmware.vmconfig import KEY, create_spec, descriptor
 from storage.engine.manifest import Manifest
-from storage.engine.reader import DiskImage, restore_disk
+from storage.engine.reader import DiskImage, restore_disk_file
 from storage.engine.repository import Repository
-from storage.engine.target import new_file
 
 logger = logging.getLogger(__name__)
 PIECE = 4 * 1024 * 1024  # bytes per read from the repository while uploading
@@ -127,21 +126,6 @@ def restore_disk_to_datastore(
         path=path,
         progress=step,
     )
-
-
-def restore_disk_file(
-    repo: Repository,
-    manifest: Manifest,
-    device_key: str,
-    target: Path,
-    *,
-    progress: Progress | None = None,
-) -> Path:
-    """One disk to a local sparse raw file (attach it elsewhere, convert it, inspect it); nothing
-    is left at ``target`` unless it all worked (``new_file``)."""
-    with new_file(target) as partial:
-        restore_disk(repo, manifest, device_key, partial, progress=progress)
-    return target
 
 
 def _placement(session: Session, store: DatastoreInfo) -> tuple[Any, Any, Any]:

@@ -37,11 +37,14 @@ def _accepted(run: Any) -> Response:
 
 
 class RepositoryViewSet(ServiceModelViewSet):
-    queryset = with_usage(Repository.objects.all())
+    queryset = Repository.objects.all()
     serializer_class = RepositorySerializer
     filterset_class = RepositoryFilterSet
     ordering_fields = ["name", "used_bytes", "created_at"]
     extra_actions = {"verify": "run", "gc": "run", "prune": "run", "copy": "run"}
+
+    def get_queryset(self) -> Any:
+        return with_usage(super().get_queryset())  # restricted first, as in the console
 
     def service_create(self, data: dict[str, Any]) -> Repository:
         secret = data.pop("secret", "")

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from storage.engine.directio import aligned_buffer
 from storage.engine.envelope import Scratch
@@ -21,7 +22,7 @@ from storage.engine.fs import FilesystemBackend
 from storage.engine.index import ZERO_DIGEST, DiskIndex, Entry
 from storage.engine.manifest import Manifest
 from storage.engine.repository import Repository
-from storage.engine.target import Target
+from storage.engine.target import Target, new_file
 
 
 class DiskImage:
@@ -252,6 +253,22 @@ def restore_disk(
     finally:
         out.close()
     return stats
+
+
+def restore_disk_file(
+    repo: Repository,
+    manifest: Manifest,
+    device_key: str,
+    target: str | os.PathLike[str],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """One disk to a new sparse raw file; nothing is left at ``target`` unless it all worked
+    (``target.new_file``: a failed or cancelled restore removes its partial file)."""
+    path = Path(target)
+    with new_file(path) as partial:
+        restore_disk(repo, manifest, device_key, partial, progress=progress)
+    return path
 
 
 def _windows(entries: Iterator[Entry], size: int) -> Iterator[list[Entry]]:

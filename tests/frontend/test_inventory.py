@@ -780,18 +780,31 @@ def test_restore_points_timeline_newest_first_in_the_users_time_zone(admin, esta
         points["db-reset"].pk: True,
         points["db-old"].pk: True,
     }
-    try:
-        restore = reverse("frontend:restore")
-    except NoReverseMatch:
-        restore = None
     links = find(html, data_testid="point-restore")
-    if restore is not None:
-        assert [dict(a.attributes)["href"] for a in links] == [
-            f"{restore}?vm={vm.pk}&point={points['db-reset'].pk}",
-            f"{restore}?vm={vm.pk}&point={points['db-old'].pk}",
-        ]
-    else:
-        assert links == [], "no link to a page that does not exist yet"
+    assert [dict(a.attributes)["href"] for a in links] == [
+        f"/restore/?vm={vm.pk}&point={points['db-reset'].pk}",
+        f"/restore/?vm={vm.pk}&point={points['db-old'].pk}",
+    ]
+
+
+def test_a_vm_owner_may_restore_their_vms_points_from_its_page(login, estate):
+    owner = login(
+        "owen",
+        "operator",
+        object_types=["inventory.virtualmachine"],
+        constraints={"name": "db-01"},
+    )
+    vm, points = estate["vms"]["db-01"], estate["points"]
+
+    response = owner.get(f"/inventory/vms/{vm.pk}/")
+
+    flags = {p.pk: p.may_restore for p in response.context["points"]}
+    assert flags == {
+        points["db-corrupt"].pk: False,
+        points["db-reset"].pk: True,
+        points["db-old"].pk: True,
+    }
+    assert len(find(response.content.decode(), data_testid="point-restore")) == 2
 
 
 def test_viewer_may_not_restore_or_back_up(login, estate):

@@ -19,9 +19,9 @@ from django.utils import timezone
 from backupconsole.models import AuditEvent
 from backupconsole.services import assign_role
 from frontend.pages.runs.fragments import running_runs
-from frontend.pages.runs.progress import CHANGED_ONLY_NOTE
 from jobs import services
 from jobs.choices import (
+    CHANGED_ONLY_NOTE,
     LogLevel,
     Phase,
     RunKind,

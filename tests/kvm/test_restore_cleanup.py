@@ -10,7 +10,7 @@ import pytest
 from inventory.kvm.restore import restore_disk_file
 from jobs.choices import RunResult, RunState
 from jobs.models import JobRun
-from jobs.restore import execute_restore
+from jobs.restore import RestoreProgress, execute_restore
 from storage.engine.fs import FilesystemBackend
 from storage.engine.repository import Repository
 from storage.engine.source import FileSource
@@ -108,3 +108,14 @@ def test_a_cancelled_restore_run_ends_cancelled_and_leaves_nothing(backed_up, ap
     assert (run.state, run.result) == (RunState.FINISHED, RunResult.CANCELLED), run.reason
     assert "Cancelled by a user" in run.reason
     assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.raw", "repo"]
+
+
+@pytest.mark.django_db
+def test_a_cancel_that_arrives_when_all_is_written_does_not_undo_it():
+    run = JobRun.objects.create(kind="restore", trigger="manual", cancel_requested=True)
+    progress = RestoreProgress(run)
+
+    progress(SIZE, SIZE)  # the end: complete stays complete
+
+    with pytest.raises(Cancelled):
+        RestoreProgress(run)(SIZE // 2, SIZE)

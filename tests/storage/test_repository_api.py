@@ -3,6 +3,10 @@ import pytest
 from backupconsole.errors import ActionRefused
 from backupconsole.models import AuditEvent
 from storage import services
+from storage.engine.fs import FilesystemBackend
+from storage.engine.repository import Repository as EngineRepository
+from storage.engine.source import FileSource
+from storage.engine.writer import DiskInput, write_restore_point
 from storage.models import Repository
 from tests.factories import (
     PolicyFactory,
@@ -10,6 +14,7 @@ from tests.factories import (
     RestorePointFactory,
     repository_with_usage,
 )
+from tests.storage.helpers import MiB, make_image
 
 URL = "/api/storage/repositories/"
 
@@ -167,9 +172,17 @@ def test_usage_figures_are_the_consoles(api):
 
 
 def test_usage_figures_of_a_repository_just_created_or_changed(api, tmp_path):
-    created = api.post(URL, _fs(tmp_path), format="json")
+    # Created over a repository that holds a restore point: attaching imports it, and the
+    # answer counts it (the created row carries no usage annotations: usage_for queries).
+    image = tmp_path / "disk.raw"
+    make_image(image, 8 * MiB, seed=2)
+    engine = EngineRepository.init(FilesystemBackend(tmp_path / "local"), passphrase="pw")
+    with FileSource(image) as source:
+        write_restore_point(engine, vm_key="vm-1", vm_name="a", disks=[DiskInput("vda", source)])
+    created = api.post(URL, _fs(tmp_path, passphrase="pw"), format="json")
     assert created.status_code == 201, created.data
-    assert (created.data["point_count"], created.data["dedup_ratio"]) == (0, None)
+    assert created.data["point_count"] == 1 and created.data["logical_bytes"] == 8 * MiB
+    assert created.data["dedup_ratio"] == 1.0 and created.data["compression_ratio"] > 1
     repository = repository_with_usage("repo-primary")
 
     changed = api.patch(f"{URL}{repository.pk}/", {"capacity_bytes": 2**40}, format="json")

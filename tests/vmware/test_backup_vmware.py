@@ -9,10 +9,11 @@ import pytest
 from pyVmomi import vim
 
 from inventory.models import VirtualMachine
-from inventory.vmware.restore import restore_disk_file, restore_disk_to_datastore, restore_vm
+from inventory.vmware.restore import restore_disk_to_datastore, restore_vm
 from inventory.vmware.session import VSphereError
 from jobs.choices import RunResult, TaskKind, TaskState
 from jobs.models import SnapshotArtifact
+from storage.engine.reader import restore_disk_file
 from storage.engine.writer import Cancelled
 from storage.engine_access import open_repository
 from tests.vmware.conftest import MiB, Vcsim, sha256_of_file, wait_task

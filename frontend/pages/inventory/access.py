@@ -46,12 +46,11 @@ def require(user: Any, instance: models.Model, action: str) -> None:
 def allowed_pks(
     queryset: RestrictedQuerySet[Any], pks: list[int], user: Any, action: str
 ) -> set[int]:
-    """Those of ``pks`` (rows of ``queryset``) on which ``user`` may take ``action``: a query
-    only when the user's role is limited to some rows."""
+    """Those of ``pks`` (rows of ``queryset``) on which ``user`` may take ``action``, by the one
+    rule (``restrict``: grants on the rows, their parents, one's own rows); no query when the
+    role covers every row."""
     grant = grant_filter(user, action, queryset.model)
-    if grant is None:
-        return set()
-    if not grant:  # every row
+    if grant is not None and not grant:  # every row
         return set(pks)
     return set(queryset.filter(pk__in=pks).restrict(user, action).values_list("pk", flat=True))
 

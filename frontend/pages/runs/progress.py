@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from django.db.models import BigIntegerField, F, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from jobs.choices import Phase, RunResult, TaskKind, TaskState
+from jobs.choices import CHANGED_ONLY_NOTE, Phase, RunResult, TaskKind, TaskState
 from jobs.models import JobRun, RunTask
 
 STAGES = (
@@ -22,9 +22,6 @@ STAGES = (
     ("repository", "Repository write"),
 )
 STAGE_LABELS = dict(STAGES)
-# jobs/backup.py writes this as a disk task's message when change tracking was used; any other
-# message on a disk that was read is the reason it was read in full.
-CHANGED_ONLY_NOTE = "Reading changed blocks only."
 _DONE = frozenset({TaskState.SUCCEEDED, TaskState.WARNING})
 _BROKEN = frozenset({TaskState.FAILED, TaskState.CANCELLED})
 
