@@ -27,14 +27,13 @@ from inventory.models import Connection, VirtualMachine
 from jobs.choices import RunKind, RunResult, TaskKind, TaskState
 from jobs.filtersets import JobRunFilterSet
 from jobs.models import JobRun, ProtectionPolicy, RunTask
-from storage.choices import RestorePointState
+from storage.choices import USABLE_POINT_STATES
 from storage.models import Repository
 from storage.usage import RepositoryUsage, usage_of, with_usage
 
 LIST_LIMIT = 8
 THROUGHPUT_DAYS = 14
 # A restore point counts for the RPO once it is complete (verified or not, but not corrupt).
-GOOD_POINT_STATES = (RestorePointState.COMMITTED, RestorePointState.VERIFIED)
 
 
 def _link(page: str, query: dict[str, str]) -> str:
@@ -204,7 +203,7 @@ def rpo_status(user: Any, now: datetime) -> RpoStatus | None:
             watched_since=Min("protecting_policies__created_at", filter=enabled),
             last_point=Max(
                 "restore_points__created_at",
-                filter=Q(restore_points__state__in=GOOD_POINT_STATES),
+                filter=Q(restore_points__state__in=USABLE_POINT_STATES),
             ),
         )
         .filter(rpo_hours__isnull=False)

@@ -112,12 +112,12 @@ class Tag(models.Model):
 class VirtualMachineQuerySet(RestrictedQuerySet["VirtualMachine"]):
     def with_latest_restore_point(self) -> VirtualMachineQuerySet:
         """Annotates ``latest_restore_point_id``: the newest usable restore point."""
-        from storage.choices import RestorePointState
+        from storage.choices import USABLE_POINT_STATES
         from storage.models import RestorePoint
 
         newest = RestorePoint.objects.filter(
             vm=models.OuterRef("pk"),
-            state__in=[RestorePointState.COMMITTED, RestorePointState.VERIFIED],
+            state__in=USABLE_POINT_STATES,
         ).order_by("-created_at", "-id")
         return self.annotate(latest_restore_point_id=models.Subquery(newest.values("pk")[:1]))
 

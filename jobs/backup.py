@@ -21,7 +21,7 @@ from jobs.options import resolve_options
 from jobs.progress import Throttle, publish_run
 from jobs.runstate import cancelled, log
 from storage.catalog import record_manifest
-from storage.choices import RestorePointState
+from storage.choices import USABLE_POINT_STATES
 from storage.engine.manifest import Manifest
 from storage.engine.repository import Repository as EngineRepository
 from storage.engine.writer import DiskInput, Progress, write_restore_point
@@ -118,7 +118,7 @@ def parent_point(
         RestorePoint.objects.filter(
             repository=repository_model,
             vm_key=vm_key_for(vm),
-            state__in=[RestorePointState.COMMITTED, RestorePointState.VERIFIED],
+            state__in=USABLE_POINT_STATES,
         )
         .order_by("-created_at")
         .first()

@@ -13,6 +13,10 @@ class RestorePointState(models.TextChoices):
     CORRUPT = "corrupt", "Corrupt"
 
 
+# Restore points that can be restored from and built on (not being written, not corrupt).
+USABLE_POINT_STATES = (RestorePointState.COMMITTED, RestorePointState.VERIFIED)
+
+
 class Consistency(models.TextChoices):
     APPLICATION = "application", "Application-consistent"
     CRASH = "crash", "Crash-consistent"

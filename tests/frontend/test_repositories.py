@@ -126,6 +126,14 @@ def test_list_filters_by_kind_as_an_htmx_partial(logged_in: Any) -> None:
     assert html.lstrip().startswith('<div id="repository-results"')
     assert "<html" not in html
     assert "s3-b" in html and "local-a" not in html
+    # The back button after a history-cache miss is an HTMX request for the whole page.
+    restored = client.get(
+        "/repositories/",
+        {"kind": "s3"},
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_HISTORY_RESTORE_REQUEST="true",
+    ).content.decode()
+    assert "<html" in restored and "s3-b" in restored and "local-a" not in restored
 
 
 def test_list_empty_states(logged_in: Any, client: Client) -> None:

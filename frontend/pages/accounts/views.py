@@ -26,6 +26,7 @@ from backupconsole.errors import ActionRefused
 from backupconsole.filtersets import UserFilterSet
 from backupconsole.models import RoleAssignment
 from backupconsole.services import scopable_object_types
+from frontend.htmx import is_partial
 from frontend.pages.accounts.access import require_account_manager
 from frontend.pages.accounts.forms import PasswordChoiceForm, RoleForm, UserCreateForm
 
@@ -98,9 +99,7 @@ def user_list(request: HttpRequest) -> HttpResponse:
         "created": created,
         "filtered": any(value for key, value in request.GET.items() if key != "page"),
     }
-    partial = request.headers.get("HX-Request") == "true" and not request.headers.get(
-        "HX-History-Restore-Request"
-    )
+    partial = is_partial(request)
     template = "frontend/accounts/_user_table.html" if partial else "frontend/accounts/users.html"
     response = render(request, template, context)
     patch_vary_headers(response, ["HX-Request"])

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET
 from backupconsole.filtersets import AuditEventFilterSet
 from backupconsole.models import AuditEvent, RoleAssignment
 from backupconsole.permissions import may
+from frontend.htmx import is_partial
 from frontend.pages.audit.export import csv_lines
 
 PAGE_SIZE = 50
@@ -38,14 +39,6 @@ def _filterset(request: HttpRequest) -> AuditEventFilterSet:
         raise PermissionDenied("Your role does not include the audit log.")
     events = AuditEvent.objects.restrict(request.user, "view").select_related("object_type")
     return AuditEventFilterSet(request.GET, queryset=events)
-
-
-def _is_partial(request: HttpRequest) -> bool:
-    """An HTMX request for the results only (a history restore needs the whole page)."""
-    return (
-        request.headers.get("HX-Request") == "true"
-        and request.headers.get("HX-History-Restore-Request") != "true"
-    )
 
 
 def _object_url(event: AuditEvent, manages_users: bool) -> str:
@@ -110,7 +103,7 @@ def audit_log(request: HttpRequest) -> HttpResponse:
         "filtered": any(query.values()),
         "export_query": query.urlencode(),
     }
-    if _is_partial(request):
+    if is_partial(request):
         response = render(request, "frontend/audit/_results.html", context)
     else:
         context["suggestions"] = _suggestions(filterset.queryset)

@@ -11,16 +11,13 @@ from django.http import Http404, HttpRequest
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from backupconsole.permissions import RestrictedQuerySet, grant_filter
+from frontend.htmx import is_partial
 
 M = TypeVar("M", bound=models.Model)
 
 
-def is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
-
-
 def htmx_target(request: HttpRequest) -> str:
-    return request.headers.get("HX-Target", "") if is_htmx(request) else ""
+    return request.headers.get("HX-Target", "") if is_partial(request) else ""
 
 
 def visible_or_404(queryset: QuerySet[M], user: Any, pk: int) -> M:

@@ -16,10 +16,10 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from backupconsole.errors import ActionRefused
 from backupconsole.permissions import may
+from frontend.htmx import is_partial
 from frontend.pages.inventory.access import (
     allowed_pks,
     htmx_target,
-    is_htmx,
     require,
     safe_next,
     visible_or_404,
@@ -97,7 +97,7 @@ def connection_test(request: HttpRequest, pk: int) -> HttpResponse:
     connection = _one(request.user, pk)
     require(request.user, connection, "change")
     result = services.test_connection(connection, acting_user=request.user)
-    if is_htmx(request):
+    if is_partial(request):
         return _status_response(request, _one(request.user, pk))
     level = messages.SUCCESS if result.ok else messages.ERROR
     messages.add_message(request, level, f"{connection.name}: {result.message}")
@@ -110,7 +110,7 @@ def connection_sync(request: HttpRequest, pk: int) -> HttpResponse:
     connection = _one(request.user, pk)
     require(request.user, connection, "change")
     services.request_sync(connection, acting_user=request.user)
-    if is_htmx(request):
+    if is_partial(request):
         return _status_response(request, _one(request.user, pk))
     messages.info(request, f"Sync of {connection.name} queued.")
     return redirect(safe_next(request, reverse("frontend:connection", args=[pk])))

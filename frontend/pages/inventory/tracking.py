@@ -14,10 +14,8 @@ from typing import Any
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery
 
 from inventory.models import VirtualDisk, VirtualMachine
-from storage.choices import RestorePointState
+from storage.choices import USABLE_POINT_STATES
 from storage.models import RestorePoint, RestorePointDisk
-
-USABLE = (RestorePointState.COMMITTED, RestorePointState.VERIFIED)
 
 
 @dataclass(frozen=True)
@@ -38,7 +36,7 @@ def latest_points(vms: Iterable[VirtualMachine], user: Any) -> dict[int, Restore
     if not ids:
         return {}
     older = RestorePoint.objects.filter(
-        vm=OuterRef("vm"), state__in=USABLE, created_at__lt=OuterRef("created_at")
+        vm=OuterRef("vm"), state__in=USABLE_POINT_STATES, created_at__lt=OuterRef("created_at")
     )
     points = (
         RestorePoint.objects.restrict(user, "view")
@@ -81,7 +79,7 @@ def disks_with_tracking(vm: VirtualMachine) -> QuerySet[VirtualDisk]:
     of usable restore points holding it."""
     entries = RestorePointDisk.objects.filter(
         restore_point__vm=OuterRef("vm"),
-        restore_point__state__in=USABLE,
+        restore_point__state__in=USABLE_POINT_STATES,
         device_key=OuterRef("device_key"),
     )
     full_reads = entries.exclude(full_read_reason="").order_by(

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from backupconsole.errors import ActionRefused
 from backupconsole.permissions import may
+from frontend.htmx import is_partial
 from frontend.pages.policies.editor import PolicyEditor
 from frontend.templatetags.console_tags import console_url
 from inventory.models import Connection
@@ -29,13 +30,6 @@ from jobs.schedules import known_timezones, next_fire
 from storage.models import Repository
 
 PAGE_SIZE = 25
-
-
-def _is_partial(request: HttpRequest) -> bool:
-    return (
-        request.headers.get("HX-Request") == "true"
-        and request.headers.get("HX-History-Restore-Request") != "true"
-    )
 
 
 def _annotated(queryset: QuerySet[ProtectionPolicy]) -> QuerySet[ProtectionPolicy]:
@@ -109,7 +103,7 @@ def policy_list(request: HttpRequest) -> HttpResponse:
     if not page.paginator.count and not filtered:
         context["has_connection"] = Connection.objects.exists()
         context["has_repository"] = Repository.objects.exists()
-    partial = "_results" if _is_partial(request) else "list"
+    partial = "_results" if is_partial(request) else "list"
     return render(request, f"frontend/policies/{partial}.html", context)
 
 
@@ -201,7 +195,7 @@ def policy_enabled(request: HttpRequest, pk: int) -> HttpResponse:
     services.set_policy_enabled(
         policy, enabled=request.POST.get("enabled") == "true", acting_user=request.user
     )
-    if not _is_partial(request):
+    if not is_partial(request):
         return redirect("frontend:policies")
     row = _annotated(ProtectionPolicy.objects.filter(pk=pk)).get()
     return render(request, "frontend/policies/_row.html", {"row": _rows(request, [row])[0]})

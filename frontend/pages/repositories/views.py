@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from backupconsole.errors import ActionRefused
 from backupconsole.permissions import may
+from frontend.htmx import is_partial
 from frontend.pages.repositories.forms import (
     CopyForm,
     GcForm,
@@ -37,10 +38,6 @@ from storage.usage import usage_of, with_usage
 POINTS_PER_PAGE = 25
 RECENT_RUNS = 10
 MAINTENANCE_KINDS = (RunKind.VERIFY, RunKind.PRUNE, RunKind.GC, RunKind.COPY)
-
-
-def _is_htmx(request: HttpRequest) -> bool:
-    return request.headers.get("HX-Request") == "true"
 
 
 def _allowed(user: Any, action: str, model: type[Any], pk: int) -> bool:
@@ -67,7 +64,7 @@ def repository_list(request: HttpRequest) -> HttpResponse:
         "filtered": any(request.GET.get(name) for name in filterset.form.fields),
         "may_add": may(request.user, "add", Repository),
     }
-    if _is_htmx(request):
+    if is_partial(request):
         return render(request, "frontend/repositories/_table.html", context)
     return render(request, "frontend/repositories/list.html", context)
 
@@ -173,7 +170,7 @@ def repository_detail(request: HttpRequest, pk: int) -> HttpResponse:
         with_usage(Repository.objects.restrict(request.user, "view")), pk=pk
     )
     points = _points(request, repository)
-    if _is_htmx(request):
+    if is_partial(request):
         return render(
             request,
             "frontend/repositories/_points.html",

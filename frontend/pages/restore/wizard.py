@@ -23,12 +23,11 @@ from frontend.templatetags.console_tags import binary_bytes
 from inventory.filtersets import VirtualMachineFilterSet
 from inventory.models import Connection, VirtualMachine
 from storage.api.serializers import RestoreRequestSerializer
-from storage.choices import RestorePointState
+from storage.choices import USABLE_POINT_STATES, RestorePointState
 from storage.models import RestorePoint
 from storage.restore_targets import FAMILY_NAMES, family
 from storage.services import check_restore_target
 
-USABLE = (RestorePointState.COMMITTED, RestorePointState.VERIFIED)
 VM_LIST_LIMIT = 50
 
 
@@ -97,7 +96,7 @@ class RestoreWizard:
 
     def vms(self) -> QuerySet[VirtualMachine]:
         """VMs with a usable restore point the user may restore."""
-        usable = self.restorable().filter(state__in=USABLE).values("pk")
+        usable = self.restorable().filter(state__in=USABLE_POINT_STATES).values("pk")
         return (
             VirtualMachine.objects.annotate(
                 points=Count("restore_points", filter=Q(restore_points__in=usable))
@@ -157,7 +156,7 @@ class RestoreWizard:
             form.fields["vm"].queryset = self.vms()  # type: ignore[attr-defined]
         elif name == "point":
             form = PointStep(data, initial=initial)
-            form.fields["point"].queryset = self.points().filter(state__in=USABLE)  # type: ignore[attr-defined]
+            form.fields["point"].queryset = self.points().filter(state__in=USABLE_POINT_STATES)  # type: ignore[attr-defined]
         elif name == "what":
             form = WhatStep(data, initial=initial)
             point: RestorePoint = self.values["point"]
@@ -181,7 +180,7 @@ class RestoreWizard:
             key: self.data.get(key) for key in STATE_FIELDS if self.data.get(key)
         }
         if name == "point" and "point" not in initial:
-            newest = self.points().filter(state__in=USABLE).first()
+            newest = self.points().filter(state__in=USABLE_POINT_STATES).first()
             initial["point"] = newest.pk if newest else None
         if name == "what":
             initial.setdefault("what", "disk")

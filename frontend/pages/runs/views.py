@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from backupconsole.errors import ActionRefused
 from backupconsole.permissions import may
+from frontend.htmx import is_partial
 from jobs import services
 from jobs.models import JobRun
 
@@ -24,14 +25,6 @@ from .listing import list_runs
 from .sockets import rows_socket, run_socket
 
 View = Callable[..., HttpResponse]
-
-
-def _is_htmx(request: HttpRequest) -> bool:
-    # A history restore after a cache miss wants the whole page.
-    return (
-        request.headers.get("HX-Request") == "true"
-        and request.headers.get("HX-History-Restore-Request") != "true"
-    )
 
 
 def fragment_view(view: View) -> View:
@@ -53,7 +46,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("You may not view runs.")
     listing = list_runs(request)
     context = {"listing": listing, "socket": rows_socket(listing.active_pks)}
-    template = "frontend/runs/_list.html" if _is_htmx(request) else "frontend/runs/list.html"
+    template = "frontend/runs/_list.html" if is_partial(request) else "frontend/runs/list.html"
     response = render(request, template, context)
     patch_vary_headers(response, ["HX-Request"])
     return response
